@@ -1,0 +1,356 @@
+/* wsuv.h: the public C API of the wsuv protocol core (RFC 6455, sans-IO).
+ *
+ * The core takes bytes in and hands events out, by pull: one call consumes
+ * input and returns at most one event, and the caller loops. It owns no
+ * sockets, clocks or threads and has no global state; every state struct is
+ * allocated by the caller, and the only growth goes through a per-instance
+ * allocator and is capped by a configured limit.
+ *
+ * Return convention (picohttpparser's): a count of bytes (>= 0), or a negative
+ * WSUV_E* code. Negative codes sit in -30001.. so they never collide with
+ * libuv's (-1..-4095), which the transport passes through unchanged.
+ */
+#ifndef WSUV_H
+#define WSUV_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h> /* ssize_t */
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#  define WSUV_EXTERN __attribute__((visibility("default")))
+#else
+#  define WSUV_EXTERN
+#endif
+
+/* Errors: name, value, message, close code a connection fails with. */
+#define WSUV_ERRNO_MAP(XX)                                                     \
+  XX(EPROTO, -30001, "protocol violation", 1002)                              \
+  XX(EUTF8, -30002, "invalid UTF-8 in text", 1007)                            \
+  XX(ETOOBIG, -30003, "message exceeds limit", 1009)                          \
+  XX(ENOMEM, -30004, "out of memory", 1011)                                   \
+  XX(ECLOSED, -30005, "connection is closed", 1006)                           \
+  XX(EHTTP, -30006, "malformed HTTP head", 1002)                              \
+  XX(EHEADTOOBIG, -30007, "HTTP head exceeds limit", 1009)                    \
+  XX(EHANDSHAKE, -30008, "handshake failed", 1002)                            \
+  XX(ENOBUFS, -30009, "output buffer too small", 1011)                        \
+  XX(EINVAL, -30010, "invalid argument", 1011)                                \
+  XX(ENOTUPGRADE, -30011, "not a WebSocket upgrade", 1002)                    \
+  XX(EEXTENSION, -30012, "extension negotiation failed", 1010)                \
+  XX(EDEFLATE, -30013, "invalid compressed data", 1007)                       \
+  XX(ESTATE, -30014, "not allowed in this state", 1011)                       \
+  XX(EBUFFULL, -30015, "send buffer full", 1011)
+
+typedef enum {
+#define WSUV_XX(name, val, msg, close) WSUV_##name = val,
+  WSUV_ERRNO_MAP(WSUV_XX)
+#undef WSUV_XX
+} wsuv_errno_t;
+
+/* "EPROTO" for WSUV_EPROTO; "UNKNOWN" for codes outside the map. Static. */
+WSUV_EXTERN const char *wsuv_err_name(int err);
+/* "protocol violation" for WSUV_EPROTO; "unknown error" otherwise. Static. */
+WSUV_EXTERN const char *wsuv_strerror(int err);
+/* The close code a connection that hit err fails with (1002 for EPROTO,
+ * 1007 for EUTF8, 1009 for ETOOBIG, ...); 1011 for unknown codes. */
+WSUV_EXTERN int wsuv_err_close_code(int err);
+
+/* Allocation. One function, as lua_Alloc: ptr NULL allocates, nsize 0 frees
+ * (and returns NULL), otherwise reallocates. A NULL fn means libc. */
+typedef void *(*wsuv_alloc_cb)(void *ud, void *ptr, size_t nsize);
+typedef struct {
+  wsuv_alloc_cb fn; /* NULL: malloc/realloc/free */
+  void *ud;         /* passed to fn */
+} wsuv_allocator_t;
+
+#define WSUV_DEFAULT_MAX_MESSAGE (16u * 1024u * 1024u)
+#define WSUV_DEFAULT_MAX_HEAD    8192u
+#define WSUV_DEFAULT_MAX_HEADERS 64u
+#define WSUV_MAX_FRAME_HEADER    14u  /* 2 + 8 length + 4 mask */
+#define WSUV_MAX_CONTROL_PAYLOAD 125u /* RFC 6455 5.5 */
+
+/* Opcodes (RFC 6455 5.2). */
+enum {
+  WSUV_OP_CONT = 0x0,
+  WSUV_OP_TEXT = 0x1,
+  WSUV_OP_BINARY = 0x2,
+  WSUV_OP_CLOSE = 0x8,
+  WSUV_OP_PING = 0x9,
+  WSUV_OP_PONG = 0xA
+};
+
+/* First-byte flag bits. */
+enum { WSUV_FIN = 0x80, WSUV_RSV1 = 0x40, WSUV_RSV2 = 0x20, WSUV_RSV3 = 0x10 };
+
+typedef enum { WSUV_ROLE_CLIENT = 0, WSUV_ROLE_SERVER = 1 } wsuv_role_t;
+
+/* ---- Masking (ws_mask.c) ---------------------------------------------- */
+
+/* XORs len bytes of buf in place with key, starting at key position offset
+ * (0..3), so a payload can be unmasked in pieces. Returns the key position
+ * after the last byte ((offset + len) & 3). wsuv_mask uses the fastest path
+ * the build has; wsuv_mask_scalar is its plain twin, byte by byte. */
+WSUV_EXTERN size_t wsuv_mask(uint8_t *buf, size_t len, const uint8_t key[4],
+                             size_t offset);
+WSUV_EXTERN size_t wsuv_mask_scalar(uint8_t *buf, size_t len,
+                                    const uint8_t key[4], size_t offset);
+/* As wsuv_mask, but reads src and writes dst (which may not overlap). */
+WSUV_EXTERN size_t wsuv_mask_copy(uint8_t *dst, const uint8_t *src,
+                                  size_t len, const uint8_t key[4],
+                                  size_t offset);
+
+/* ---- UTF-8 (ws_utf8.c) ------------------------------------------------- */
+
+/* Incremental validator: carries state across chunks (fragments). */
+typedef struct {
+  uint32_t state; /* 0: at a code point boundary; see ws_utf8.c */
+} wsuv_utf8_t;
+
+WSUV_EXTERN void wsuv_utf8_init(wsuv_utf8_t *v);
+/* Feeds n bytes. Returns 0 while the input so far is a prefix of valid UTF-8,
+ * WSUV_EUTF8 as soon as it cannot be (overlongs, surrogates, > U+10FFFF, bad
+ * continuation). After an error the validator stays failed. The _scalar twin
+ * has no ASCII fast path; both must agree on every input. */
+WSUV_EXTERN int wsuv_utf8_feed(wsuv_utf8_t *v, const uint8_t *p, size_t n);
+WSUV_EXTERN int wsuv_utf8_feed_scalar(wsuv_utf8_t *v, const uint8_t *p,
+                                      size_t n);
+/* Nonzero when everything fed so far is complete, valid UTF-8. */
+WSUV_EXTERN int wsuv_utf8_complete(const wsuv_utf8_t *v);
+/* Whole-string check: nonzero when p[0..n) is valid UTF-8. */
+WSUV_EXTERN int wsuv_utf8_valid(const uint8_t *p, size_t n);
+
+/* ---- Frames (ws_frame.c) ----------------------------------------------- */
+
+typedef struct {
+  uint8_t fin;          /* 1 for the last frame of a message */
+  uint8_t rsv;          /* RSV1..3 bits as in the first byte (0x70 mask) */
+  uint8_t opcode;       /* WSUV_OP_* or a reserved value */
+  uint8_t masked;       /* MASK bit */
+  uint8_t mask[4];      /* masking key when masked */
+  uint64_t payload_len; /* decoded 7/16/64-bit length */
+} wsuv_frame_header_t;
+
+/* Decodes one frame header from buf without validating its meaning.
+ * Returns the header length (2..14) and fills *h; 0 when more bytes are
+ * needed; WSUV_EPROTO when a 64-bit length has its top bit set. */
+WSUV_EXTERN ssize_t wsuv_frame_parse_header(const uint8_t *buf, size_t len,
+                                            wsuv_frame_header_t *h);
+
+/* Writes a frame header into out (at least WSUV_MAX_FRAME_HEADER bytes):
+ * flags is WSUV_FIN and/or WSUV_RSV*, the shortest length encoding is used,
+ * and mask (4 bytes) is appended when not NULL. Returns its length. The
+ * payload is not touched: a client masks it with wsuv_mask(_copy). */
+WSUV_EXTERN size_t wsuv_frame_build_header(uint8_t *out, unsigned flags,
+                                           unsigned opcode, uint64_t len,
+                                           const uint8_t *mask);
+
+/* ---- Close payloads (ws_close.c) --------------------------------------- */
+
+/* Whether code may appear in a close frame on the wire (RFC 6455 7.4 and the
+ * IANA registry): 1000-1003, 1007-1014, 3000-4999. */
+WSUV_EXTERN int wsuv_close_code_valid(int code);
+/* Parses a received close payload. Empty: *code = 1005, empty reason.
+ * Returns 0; WSUV_EPROTO for a 1-byte payload, a payload over 125 bytes or a
+ * code not valid on the wire; WSUV_EUTF8 for a reason that is not UTF-8.
+ * *reason points into p. */
+WSUV_EXTERN int wsuv_close_parse(const uint8_t *p, size_t n, int *code,
+                                 const uint8_t **reason, size_t *reason_len);
+/* Builds a close payload into out (at least 125 bytes). code 0 or 1005 gives
+ * an empty payload (reason must then be empty). Returns the payload length;
+ * WSUV_EINVAL for a code not valid on the wire, a reason over 123 bytes, or a
+ * reason that is not UTF-8. */
+WSUV_EXTERN ssize_t wsuv_close_build(uint8_t *out, int code,
+                                     const char *reason, size_t reason_len);
+
+/* ---- Message parser (ws_frame.c) --------------------------------------- */
+
+typedef struct {
+  wsuv_role_t role;     /* SERVER: input must be masked; CLIENT: must not */
+  uint64_t max_message; /* 0: WSUV_DEFAULT_MAX_MESSAGE; over it: ETOOBIG */
+  uint64_t max_frame;   /* 0: same as max_message */
+  unsigned rsv_allowed; /* RSV bits an extension allows on a message's first
+                           frame (WSUV_RSV1 for permessage-deflate) */
+  int stream;           /* nonzero: deliver data in chunks as they arrive */
+  wsuv_allocator_t alloc;
+} wsuv_parser_config_t;
+
+typedef enum {
+  WSUV_EV_NONE = 0, /* more input needed */
+  WSUV_EV_TEXT,     /* data: a whole message, or a chunk when streaming */
+  WSUV_EV_BINARY,
+  WSUV_EV_PING,     /* data: the ping payload (<= 125 bytes) */
+  WSUV_EV_PONG,
+  WSUV_EV_CLOSE     /* close_code and data/len = reason (already checked) */
+} wsuv_event_type_t;
+
+typedef struct {
+  wsuv_event_type_t type;
+  const uint8_t *data; /* into the fed buffer or the parser's own storage;
+                          valid until the next call on the parser */
+  size_t len;
+  uint8_t first;       /* first chunk of a message (always 1 unstreamed) */
+  uint8_t fin;         /* last chunk of a message (always 1 unstreamed) */
+  uint8_t compressed;  /* RSV1 was set on the message's first frame; the
+                          payload is not UTF-8 checked then */
+  int close_code;      /* for WSUV_EV_CLOSE; and after an error, the code
+                          to fail the connection with */
+} wsuv_event_t;
+
+typedef struct wsuv_parser_s wsuv_parser_t;
+
+/* Parser state. Caller-allocated; fields are private. */
+struct wsuv_parser_s {
+  wsuv_parser_config_t cfg;
+  int state;                /* private */
+  int err;                  /* sticky error once failed */
+  uint8_t hdr[WSUV_MAX_FRAME_HEADER];
+  uint8_t hdr_len;
+  wsuv_frame_header_t frame; /* frame being read */
+  uint64_t frame_left;       /* payload bytes of it not yet read */
+  size_t mask_pos;
+  uint8_t msg_opcode;        /* TEXT/BINARY of the message in progress, or 0 */
+  uint8_t msg_compressed;
+  uint8_t msg_first_sent;    /* streaming: first chunk already delivered */
+  uint64_t msg_len;          /* bytes of the message so far */
+  wsuv_utf8_t utf8;
+  uint8_t *buf;              /* reassembly storage (via cfg.alloc) */
+  size_t buf_len, buf_cap;
+  uint8_t ctrl[WSUV_MAX_CONTROL_PAYLOAD];
+  size_t ctrl_len;
+};
+
+/* Initialises p with cfg (copied; zero fields get defaults). */
+WSUV_EXTERN void wsuv_parser_init(wsuv_parser_t *p,
+                                  const wsuv_parser_config_t *cfg);
+/* Frees reassembly storage. p may be re-initialised afterwards. */
+WSUV_EXTERN void wsuv_parser_free(wsuv_parser_t *p);
+/* Consumes up to len bytes of buf. Unmasks payload in place, so buf is not
+ * const. Returns the number of bytes consumed (>= 0) and sets *ev (ev->type
+ * is WSUV_EV_NONE when all input was consumed and more is needed), or a
+ * negative WSUV_E* code after which the connection must be failed with
+ * ev->close_code; the parser then stays failed. Payload pointers in *ev stay
+ * valid until the next call. */
+WSUV_EXTERN ssize_t wsuv_parser_feed(wsuv_parser_t *p, uint8_t *buf,
+                                     size_t len, wsuv_event_t *ev);
+
+/* ---- HTTP heads and the opening handshake (ws_handshake.c) -------------- */
+
+typedef struct {
+  const char *name; /* as received; compare case-insensitively */
+  size_t name_len;
+  const char *value; /* leading and trailing whitespace trimmed */
+  size_t value_len;
+} wsuv_header_t;
+
+typedef struct {
+  const char *method; /* request only */
+  size_t method_len;
+  const char *target; /* request only: request-target, path and query */
+  size_t target_len;
+  int version_minor;  /* 1 for HTTP/1.1 */
+  int status;         /* response only */
+  const char *reason; /* response only */
+  size_t reason_len;
+  wsuv_header_t *headers; /* in: caller's array; repeated headers kept */
+  size_t num_headers;     /* in: its capacity; out: how many were parsed */
+} wsuv_http_head_t;
+
+/* Parse an HTTP/1.x request or response head. All pointers point into buf.
+ * Returns the head length including the blank line (> 0) when complete; 0
+ * when incomplete and len < max_head (0: WSUV_DEFAULT_MAX_HEAD);
+ * WSUV_EHEADTOOBIG when no head ends within max_head bytes or there are more
+ * headers than capacity; WSUV_EHTTP when malformed. */
+WSUV_EXTERN ssize_t wsuv_http_parse_request(const char *buf, size_t len,
+                                            size_t max_head,
+                                            wsuv_http_head_t *h);
+WSUV_EXTERN ssize_t wsuv_http_parse_response(const char *buf, size_t len,
+                                             size_t max_head,
+                                             wsuv_http_head_t *h);
+
+/* Index of the first header named name (case-insensitive) at or after start,
+ * or -1. */
+WSUV_EXTERN int wsuv_http_find(const wsuv_http_head_t *h, const char *name,
+                               size_t start);
+/* Nonzero when some header named name holds token in its comma-separated
+ * list (case-insensitive), across repeated headers. */
+WSUV_EXTERN int wsuv_http_has_token(const wsuv_http_head_t *h,
+                                    const char *name, const char *token);
+/* Iterates a comma-separated list: sets *tok/*tok_len to the next non-empty
+ * element with whitespace trimmed and advances *cur. Returns 1 when it set a
+ * token, 0 at end. */
+WSUV_EXTERN int wsuv_token_next(const char **cur, const char *end,
+                                const char **tok, size_t *tok_len);
+
+/* Sec-WebSocket-Accept for key: base64(SHA-1(key + GUID)), 28 characters
+ * and a NUL written to out (at least 29 bytes). Returns 0, or WSUV_EINVAL. */
+WSUV_EXTERN int wsuv_accept_key(const char *key, size_t key_len, char *out);
+/* Sec-WebSocket-Key from 16 random bytes (the caller draws them from a
+ * strong source): 24 characters and a NUL written to out (>= 25 bytes). */
+WSUV_EXTERN void wsuv_handshake_key(const uint8_t nonce[16], char *out);
+
+/* Checks a parsed request against RFC 6455 4.2.1. Returns 0 for a valid
+ * upgrade and points *key at Sec-WebSocket-Key; WSUV_ENOTUPGRADE for a plain
+ * HTTP request (no "Upgrade: websocket"); otherwise the HTTP status to refuse
+ * with: 400 (bad method, version, Host, Connection, key) or 426 (a
+ * Sec-WebSocket-Version other than 13). *why, when not NULL, is set to a
+ * static explanation on failure. */
+WSUV_EXTERN int wsuv_handshake_check_request(const wsuv_http_head_t *req,
+                                             const char **key,
+                                             size_t *key_len,
+                                             const char **why);
+
+/* Builds a 101 response for key: Upgrade, Connection, Sec-WebSocket-Accept,
+ * and Sec-WebSocket-Protocol / -Extensions when not NULL, then extra headers.
+ * Returns its length, or WSUV_ENOBUFS when cap is too small, WSUV_EINVAL for
+ * a bad key or a header value containing CR or LF. */
+WSUV_EXTERN ssize_t wsuv_handshake_build_response(
+    char *out, size_t cap, const char *key, size_t key_len,
+    const char *protocol, const char *extensions, const wsuv_header_t *extra,
+    size_t num_extra);
+
+/* Builds a plain HTTP/1.1 response with the standard reason phrase,
+ * Content-Length and "Connection: close" (and "Sec-WebSocket-Version: 13"
+ * for 426), then extra headers and body. Returns its length, WSUV_ENOBUFS,
+ * or WSUV_EINVAL. */
+WSUV_EXTERN ssize_t wsuv_http_build_response(char *out, size_t cap,
+                                             int status,
+                                             const wsuv_header_t *extra,
+                                             size_t num_extra,
+                                             const char *body,
+                                             size_t body_len);
+
+typedef struct {
+  const char *host;       /* Host header value: "example.com:8080" */
+  const char *target;     /* "/chat?room=1" */
+  const char *origin;     /* or NULL */
+  const char *protocols;  /* comma-separated, or NULL */
+  const char *extensions; /* Sec-WebSocket-Extensions offer, or NULL */
+  const wsuv_header_t *headers; /* extra headers */
+  size_t num_headers;
+} wsuv_client_request_t;
+
+/* Builds the client's GET request with key (from wsuv_handshake_key).
+ * Returns its length, WSUV_ENOBUFS, or WSUV_EINVAL (CR/LF in a value). */
+WSUV_EXTERN ssize_t wsuv_handshake_build_request(char *out, size_t cap,
+                                                 const wsuv_client_request_t *r,
+                                                 const char *key);
+
+/* Checks the server's response: status 101, "Upgrade: websocket",
+ * "Connection: upgrade", Sec-WebSocket-Accept matching key, a
+ * Sec-WebSocket-Protocol that is one of offered_protocols (or none), and
+ * extensions whose names are all in offered_extensions. Returns 0, or
+ * WSUV_EHANDSHAKE with *why (when not NULL) set to a static explanation. */
+WSUV_EXTERN int wsuv_handshake_check_response(const wsuv_http_head_t *res,
+                                              const char *key,
+                                              const char *offered_protocols,
+                                              const char *offered_extensions,
+                                              const char **why);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* WSUV_H */
