@@ -29,20 +29,20 @@ extern "C" {
 
 /* Errors: name, value, message, close code a connection fails with. */
 #define WSUV_ERRNO_MAP(XX)                                                     \
-  XX(EPROTO, -30001, "protocol violation", 1002)                              \
-  XX(EUTF8, -30002, "invalid UTF-8 in text", 1007)                            \
-  XX(ETOOBIG, -30003, "message exceeds limit", 1009)                          \
-  XX(ENOMEM, -30004, "out of memory", 1011)                                   \
-  XX(ECLOSED, -30005, "connection is closed", 1006)                           \
-  XX(EHTTP, -30006, "malformed HTTP head", 1002)                              \
-  XX(EHEADTOOBIG, -30007, "HTTP head exceeds limit", 1009)                    \
-  XX(EHANDSHAKE, -30008, "handshake failed", 1002)                            \
-  XX(ENOBUFS, -30009, "output buffer too small", 1011)                        \
-  XX(EINVAL, -30010, "invalid argument", 1011)                                \
-  XX(ENOTUPGRADE, -30011, "not a WebSocket upgrade", 1002)                    \
-  XX(EEXTENSION, -30012, "extension negotiation failed", 1010)                \
-  XX(EDEFLATE, -30013, "invalid compressed data", 1007)                       \
-  XX(ESTATE, -30014, "not allowed in this state", 1011)                       \
+  XX(EPROTO, -30001, "protocol violation", 1002)                               \
+  XX(EUTF8, -30002, "invalid UTF-8 in text", 1007)                             \
+  XX(ETOOBIG, -30003, "message exceeds limit", 1009)                           \
+  XX(ENOMEM, -30004, "out of memory", 1011)                                    \
+  XX(ECLOSED, -30005, "connection is closed", 1006)                            \
+  XX(EHTTP, -30006, "malformed HTTP head", 1002)                               \
+  XX(EHEADTOOBIG, -30007, "HTTP head exceeds limit", 1009)                     \
+  XX(EHANDSHAKE, -30008, "handshake failed", 1002)                             \
+  XX(ENOBUFS, -30009, "output buffer too small", 1011)                         \
+  XX(EINVAL, -30010, "invalid argument", 1011)                                 \
+  XX(ENOTUPGRADE, -30011, "not a WebSocket upgrade", 1002)                     \
+  XX(EEXTENSION, -30012, "extension negotiation failed", 1010)                 \
+  XX(EDEFLATE, -30013, "invalid compressed data", 1007)                        \
+  XX(ESTATE, -30014, "not allowed in this state", 1011)                        \
   XX(EBUFFULL, -30015, "send buffer full", 1011)
 
 typedef enum {
@@ -99,9 +99,8 @@ WSUV_EXTERN size_t wsuv_mask(uint8_t *buf, size_t len, const uint8_t key[4],
 WSUV_EXTERN size_t wsuv_mask_scalar(uint8_t *buf, size_t len,
                                     const uint8_t key[4], size_t offset);
 /* As wsuv_mask, but reads src and writes dst (which may not overlap). */
-WSUV_EXTERN size_t wsuv_mask_copy(uint8_t *dst, const uint8_t *src,
-                                  size_t len, const uint8_t key[4],
-                                  size_t offset);
+WSUV_EXTERN size_t wsuv_mask_copy(uint8_t *dst, const uint8_t *src, size_t len,
+                                  const uint8_t key[4], size_t offset);
 
 /* ---- UTF-8 (ws_utf8.c) ------------------------------------------------- */
 
@@ -163,8 +162,8 @@ WSUV_EXTERN int wsuv_close_parse(const uint8_t *p, size_t n, int *code,
  * an empty payload (reason must then be empty). Returns the payload length;
  * WSUV_EINVAL for a code not valid on the wire, a reason over 123 bytes, or a
  * reason that is not UTF-8. */
-WSUV_EXTERN ssize_t wsuv_close_build(uint8_t *out, int code,
-                                     const char *reason, size_t reason_len);
+WSUV_EXTERN ssize_t wsuv_close_build(uint8_t *out, int code, const char *reason,
+                                     size_t reason_len);
 
 /* ---- Message parser (ws_frame.c) --------------------------------------- */
 
@@ -182,9 +181,9 @@ typedef enum {
   WSUV_EV_NONE = 0, /* more input needed */
   WSUV_EV_TEXT,     /* data: a whole message, or a chunk when streaming */
   WSUV_EV_BINARY,
-  WSUV_EV_PING,     /* data: the ping payload (<= 125 bytes) */
+  WSUV_EV_PING, /* data: the ping payload (<= 125 bytes) */
   WSUV_EV_PONG,
-  WSUV_EV_CLOSE     /* close_code and data/len = reason (already checked) */
+  WSUV_EV_CLOSE /* close_code and data/len = reason (already checked) */
 } wsuv_event_type_t;
 
 typedef struct {
@@ -192,12 +191,12 @@ typedef struct {
   const uint8_t *data; /* into the fed buffer or the parser's own storage;
                           valid until the next call on the parser */
   size_t len;
-  uint8_t first;       /* first chunk of a message (always 1 unstreamed) */
-  uint8_t fin;         /* last chunk of a message (always 1 unstreamed) */
-  uint8_t compressed;  /* RSV1 was set on the message's first frame; the
-                          payload is not UTF-8 checked then */
-  int close_code;      /* for WSUV_EV_CLOSE; and after an error, the code
-                          to fail the connection with */
+  uint8_t first;      /* first chunk of a message (always 1 unstreamed) */
+  uint8_t fin;        /* last chunk of a message (always 1 unstreamed) */
+  uint8_t compressed; /* RSV1 was set on the message's first frame; the
+                         payload is not UTF-8 checked then */
+  int close_code;     /* for WSUV_EV_CLOSE; and after an error, the code
+                         to fail the connection with */
 } wsuv_event_t;
 
 typedef struct wsuv_parser_s wsuv_parser_t;
@@ -205,19 +204,19 @@ typedef struct wsuv_parser_s wsuv_parser_t;
 /* Parser state. Caller-allocated; fields are private. */
 struct wsuv_parser_s {
   wsuv_parser_config_t cfg;
-  int state;                /* private */
-  int err;                  /* sticky error once failed */
+  int state; /* private */
+  int err;   /* sticky error once failed */
   uint8_t hdr[WSUV_MAX_FRAME_HEADER];
   uint8_t hdr_len;
   wsuv_frame_header_t frame; /* frame being read */
   uint64_t frame_left;       /* payload bytes of it not yet read */
   size_t mask_pos;
-  uint8_t msg_opcode;        /* TEXT/BINARY of the message in progress, or 0 */
+  uint8_t msg_opcode; /* TEXT/BINARY of the message in progress, or 0 */
   uint8_t msg_compressed;
-  uint8_t msg_first_sent;    /* streaming: first chunk already delivered */
-  uint64_t msg_len;          /* bytes of the message so far */
+  uint8_t msg_first_sent; /* streaming: first chunk already delivered */
+  uint64_t msg_len;       /* bytes of the message so far */
   wsuv_utf8_t utf8;
-  uint8_t *buf;              /* reassembly storage (via cfg.alloc) */
+  uint8_t *buf; /* reassembly storage (via cfg.alloc) */
   size_t buf_len, buf_cap;
   uint8_t ctrl[WSUV_MAX_CONTROL_PAYLOAD];
   size_t ctrl_len;
@@ -234,8 +233,8 @@ WSUV_EXTERN void wsuv_parser_free(wsuv_parser_t *p);
  * negative WSUV_E* code after which the connection must be failed with
  * ev->close_code; the parser then stays failed. Payload pointers in *ev stay
  * valid until the next call. */
-WSUV_EXTERN ssize_t wsuv_parser_feed(wsuv_parser_t *p, uint8_t *buf,
-                                     size_t len, wsuv_event_t *ev);
+WSUV_EXTERN ssize_t wsuv_parser_feed(wsuv_parser_t *p, uint8_t *buf, size_t len,
+                                     wsuv_event_t *ev);
 
 /* ---- HTTP heads and the opening handshake (ws_handshake.c) -------------- */
 
@@ -277,9 +276,9 @@ WSUV_EXTERN int wsuv_http_find(const wsuv_http_head_t *h, const char *name,
                                size_t start);
 /* Nonzero when some header named name holds token in its comma-separated
  * list (case-insensitive), across repeated headers. */
-WSUV_EXTERN int wsuv_http_has_token(const wsuv_http_head_t *h,
-                                    const char *name, const char *token);
-/* Iterates a comma-separated list: sets *tok/*tok_len to the next non-empty
+WSUV_EXTERN int wsuv_http_has_token(const wsuv_http_head_t *h, const char *name,
+                                    const char *token);
+/* Iterates a comma-separated list: sets *tok and *tok_len to the next non-empty
  * element with whitespace trimmed and advances *cur. Returns 1 when it set a
  * token, 0 at end. */
 WSUV_EXTERN int wsuv_token_next(const char **cur, const char *end,
@@ -299,8 +298,7 @@ WSUV_EXTERN void wsuv_handshake_key(const uint8_t nonce[16], char *out);
  * Sec-WebSocket-Version other than 13). *why, when not NULL, is set to a
  * static explanation on failure. */
 WSUV_EXTERN int wsuv_handshake_check_request(const wsuv_http_head_t *req,
-                                             const char **key,
-                                             size_t *key_len,
+                                             const char **key, size_t *key_len,
                                              const char **why);
 
 /* Builds a 101 response for key: Upgrade, Connection, Sec-WebSocket-Accept,
@@ -316,19 +314,17 @@ WSUV_EXTERN ssize_t wsuv_handshake_build_response(
  * Content-Length and "Connection: close" (and "Sec-WebSocket-Version: 13"
  * for 426), then extra headers and body. Returns its length, WSUV_ENOBUFS,
  * or WSUV_EINVAL. */
-WSUV_EXTERN ssize_t wsuv_http_build_response(char *out, size_t cap,
-                                             int status,
+WSUV_EXTERN ssize_t wsuv_http_build_response(char *out, size_t cap, int status,
                                              const wsuv_header_t *extra,
-                                             size_t num_extra,
-                                             const char *body,
+                                             size_t num_extra, const char *body,
                                              size_t body_len);
 
 typedef struct {
-  const char *host;       /* Host header value: "example.com:8080" */
-  const char *target;     /* "/chat?room=1" */
-  const char *origin;     /* or NULL */
-  const char *protocols;  /* comma-separated, or NULL */
-  const char *extensions; /* Sec-WebSocket-Extensions offer, or NULL */
+  const char *host;             /* Host header value: "example.com:8080" */
+  const char *target;           /* "/chat?room=1" */
+  const char *origin;           /* or NULL */
+  const char *protocols;        /* comma-separated, or NULL */
+  const char *extensions;       /* Sec-WebSocket-Extensions offer, or NULL */
   const wsuv_header_t *headers; /* extra headers */
   size_t num_headers;
 } wsuv_client_request_t;
