@@ -1,0 +1,207 @@
+# Makefile: development entry points for wsuv. `make help` lists them.
+#
+# wsuv-scm-1.rockspec is the source of truth for the Lua module build; this
+# file drives it (luarocks make into ./.rocks, once per Lua ABI) and also
+# builds the sans-IO core alone, without Lua, as build/libwsuv_core.a for the
+# C tests, fuzzers, benchmarks and engines that link csrc/ws_*.c + wsuv.h.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+LUAS ?= lua5.1 lua5.4 luajit
+FUZZ_SECONDS ?= 30
+export LUAS FUZZ_SECONDS
+
+CC ?= cc
+CLANG ?= clang
+CLANG_FORMAT ?= clang-format
+CLANG_TIDY ?= clang-tidy
+LUAROCKS ?= luarocks
+LUACHECK ?= luacheck
+VALGRIND ?= valgrind
+BUILD := build
+
+# STYLE.md 10: C99, warnings as errors; -Wconversion where byte arithmetic
+# lives (csrc/ws_*.c). Tests, fuzzers and benchmarks skip -Wconversion.
+WARN := -std=c99 -Wall -Wextra -Werror -Wstrict-prototypes \
+        -Wmissing-prototypes -Wshadow
+CORE_CFLAGS := $(WARN) -Wconversion -O2 -fvisibility=hidden -fPIC
+TEST_CFLAGS := $(WARN) -O1 -g
+INCLUDES := -Icsrc -Icsrc/test
+LDLIBS := -lcrypto -lz
+SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all \
+             -fno-omit-frame-pointer -g -O1
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+            -fno-omit-frame-pointer -g -O1
+
+# The rockspec build: luarocks' builtin backend takes CFLAGS from its config,
+# so hidden visibility is passed here (only luaopen_wsuv_core and wsuv_* are
+# marked visible). No -Werror, as for users' installs.
+ROCK_CFLAGS ?= -O2 -fPIC -fvisibility=hidden
+ROCKSPEC := wsuv-scm-1.rockspec
+
+CORE_SRCS := $(wildcard csrc/ws_*.c)
+CORE_HDRS := $(wildcard csrc/*.h)
+CORE_OBJS := $(CORE_SRCS:csrc/%.c=$(BUILD)/obj/%.o)
+CORE_LIB := $(BUILD)/libwsuv_core.a
+TEST_SRCS := $(wildcard csrc/test/test_*.c)
+TEST_BINS := $(TEST_SRCS:csrc/test/%.c=$(BUILD)/test/%)
+TEST_HDRS := $(wildcard csrc/test/*.h)
+ASAN_OBJS := $(CORE_SRCS:csrc/%.c=$(BUILD)/asan/obj/%.o)
+ASAN_BINS := $(TEST_SRCS:csrc/test/%.c=$(BUILD)/asan/%)
+FUZZ_SRCS := $(wildcard fuzz/fuzz_*.c)
+FUZZ_OBJS := $(CORE_SRCS:csrc/%.c=$(BUILD)/fuzz/obj/%.o)
+FUZZ_BINS := $(FUZZ_SRCS:fuzz/%.c=$(BUILD)/fuzz/%)
+BENCH_BIN := $(BUILD)/bench/bench_core
+FORMAT_FILES = $(wildcard csrc/*.[ch] csrc/test/*.[ch] fuzz/*.[ch] bench/*.c)
+
+.PHONY: help deps all build build-5.1 build-5.4 core ctest ctest-build test \
+        demo lint luacheck check-layers check-docs check-sources format \
+        check-format tidy asan asan-build valgrind fuzz fuzz-smoke bench \
+        bench-build bench-callgrind compdb clean
+
+help:
+	@echo "wsuv development targets:"
+	@echo "  deps          install the Debian packages everything needs (.ci/deps)"
+	@echo "  all           build wsuv.core for Lua 5.4 into ./.rocks (luarocks make)"
+	@echo "  build-5.1     build wsuv.core for Lua 5.1 and LuaJIT into ./.rocks"
+	@echo "  build         both of the above"
+	@echo "  core          build/libwsuv_core.a: the sans-IO core without Lua"
+	@echo "  ctest         build and run the C tests (csrc/test/test_*.c)"
+	@echo "  test          deps, build, C tests, busted on LUAS=\"$(LUAS)\"; one summary line"
+	@echo "  demo          deps, build, run examples/echo_server.lua"
+	@echo "  lint          luacheck, check-layers, check-docs, check-sources, check-format"
+	@echo "  format        clang-format -i the C sources"
+	@echo "  check-format  fail if clang-format would change a C source"
+	@echo "  tidy          clang-tidy over the core (.clang-tidy)"
+	@echo "  asan          C tests under ASan+UBSan (clang)"
+	@echo "  valgrind      C tests under valgrind"
+	@echo "  fuzz          build the libFuzzer targets (fuzz/fuzz_*.c)"
+	@echo "  fuzz-smoke    run each fuzz target FUZZ_SECONDS=$(FUZZ_SECONDS) on a copy of its corpus"
+	@echo "  bench         core micro-benchmarks (bench/bench_core.c)"
+	@echo "  bench-callgrind  the same under callgrind (instruction counts)"
+	@echo "  compdb        compile_commands.json via bear"
+	@echo "  clean         remove build/, .rocks/ and generated files"
+
+deps:
+	@.ci/deps
+
+all: build-5.4
+
+build: build-5.1 build-5.4
+
+# luarocks builds in the source tree; the objects it leaves behind are
+# removed so the next ABI's build starts clean. The bin/wsuv wrapper is
+# shared by both ABIs in one tree, so the last build's wrapper wins.
+build-5.1 build-5.4: build-%:
+	@rm -f .rocks/bin/wsuv .rocks/bin/wsuv~
+	$(LUAROCKS) make --tree=.rocks --lua-version=$* $(ROCKSPEC) CFLAGS="$(ROCK_CFLAGS)"
+	@rm -f csrc/*.o wsuv/core.so; rmdir wsuv 2>/dev/null || true
+
+core: $(CORE_LIB)
+
+$(CORE_LIB): $(CORE_OBJS)
+	@mkdir -p $(@D)
+	rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/obj/%.o: csrc/%.c $(CORE_HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(CORE_CFLAGS) -Icsrc -c $< -o $@
+
+ctest-build: $(TEST_BINS)
+
+$(BUILD)/test/%: csrc/test/%.c $(CORE_LIB) $(TEST_HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(TEST_CFLAGS) $(INCLUDES) $< $(CORE_LIB) $(LDLIBS) -o $@
+
+ctest: ctest-build
+	@.ci/ctest ctest $(BUILD)/test
+
+test:
+	@.ci/test-all
+
+demo: deps build-5.4
+	LUA_PATH="./lua/?.lua;./lua/?/init.lua;;" \
+	LUA_CPATH="./.rocks/lib/lua/5.4/?.so;;" \
+	lua5.4 examples/echo_server.lua
+
+lint:
+	@.ci/lint
+
+# Inline "-- luacheck:" directives are allowed in lua/wsuv/compat.lua only.
+luacheck:
+	$(LUACHECK) --no-color .
+	@! grep -rnE -- '--[[:space:]]*luacheck:' lua spec examples bin 2>/dev/null | \
+	  grep -v '^lua/wsuv/compat.lua:' | sed 's/$$/  <- inline luacheck directive outside compat.lua/' | grep .
+
+check-layers:
+	@.ci/check-layers
+
+check-docs:
+	@.ci/check-docs
+
+check-sources:
+	@.ci/check-sources
+
+format:
+	$(CLANG_FORMAT) -i $(FORMAT_FILES)
+
+check-format:
+	$(CLANG_FORMAT) --dry-run --Werror $(FORMAT_FILES)
+
+tidy: compdb
+	$(CLANG_TIDY) -p . --quiet $(CORE_SRCS)
+
+asan-build: $(ASAN_BINS)
+
+$(BUILD)/asan/obj/%.o: csrc/%.c $(CORE_HDRS)
+	@mkdir -p $(@D)
+	$(CLANG) $(WARN) -Wconversion $(SAN_FLAGS) -Icsrc -c $< -o $@
+
+$(BUILD)/asan/%: csrc/test/%.c $(ASAN_OBJS) $(TEST_HDRS)
+	@mkdir -p $(@D)
+	$(CLANG) $(WARN) $(SAN_FLAGS) $(INCLUDES) $< $(ASAN_OBJS) $(LDLIBS) -o $@
+
+asan: asan-build
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	.ci/ctest asan $(BUILD)/asan
+
+valgrind: ctest-build
+	@.ci/ctest valgrind $(BUILD)/test $(VALGRIND) -q --error-exitcode=1 --leak-check=full
+
+fuzz: $(FUZZ_BINS)
+
+$(BUILD)/fuzz/obj/%.o: csrc/%.c $(CORE_HDRS)
+	@mkdir -p $(@D)
+	$(CLANG) $(WARN) -Wconversion $(FUZZ_SAN) -fsanitize=fuzzer-no-link -Icsrc -c $< -o $@
+
+$(BUILD)/fuzz/%: fuzz/%.c fuzz/chunk.h $(FUZZ_OBJS)
+	@mkdir -p $(@D)
+	$(CLANG) $(WARN) $(FUZZ_SAN) -fsanitize=fuzzer -Icsrc -Ifuzz $< $(FUZZ_OBJS) $(LDLIBS) -o $@
+
+fuzz-smoke: fuzz
+	@.ci/fuzz-smoke $(FUZZ_BINS)
+
+bench-build: $(BENCH_BIN)
+
+$(BENCH_BIN): bench/bench_core.c $(CORE_LIB)
+	@mkdir -p $(@D)
+	$(CC) $(WARN) -O2 -Icsrc $< $(CORE_LIB) $(LDLIBS) -o $@
+
+bench: bench-build
+	$(BENCH_BIN)
+
+bench-callgrind: bench-build
+	$(VALGRIND) --tool=callgrind --callgrind-out-file=$(BUILD)/bench/callgrind.out \
+	  $(BENCH_BIN) --quick
+	callgrind_annotate $(BUILD)/bench/callgrind.out | head -n 40
+
+compdb:
+	bear --output compile_commands.json -- $(MAKE) -B core ctest-build bench-build
+
+clean:
+	rm -rf $(BUILD) .rocks compile_commands.json
+	rm -f csrc/*.o wsuv/core.so
+	rmdir wsuv 2>/dev/null || true
