@@ -48,6 +48,8 @@ static void test_parse(void) {
   CHECK_EQ_INT(rlen, 0);
   /* 1 byte: no room for a code. */
   CHECK_EQ_INT(parse("\x03", 1, &code, &reason, &rlen), WSUV_EPROTO);
+  /* ... even when the byte after it would make a valid code. */
+  CHECK_EQ_INT(parse("\x03\xe8", 1, &code, &reason, &rlen), WSUV_EPROTO);
   /* Codes that must not appear on the wire. */
   CHECK_EQ_INT(parse("\x03\xe7", 2, &code, &reason, &rlen), WSUV_EPROTO);
   CHECK_EQ_INT(parse("\x03\xed", 2, &code, &reason, &rlen), WSUV_EPROTO);
