@@ -1,0 +1,1129 @@
+/* uv_conn.c: WebSocket connections and listeners over libuv TCP.
+ *
+ * Reads land in the loop's one shared buffer and are consumed before
+ * read_cb returns: the parser unmasks in place and the binding copies each
+ * message out. Only a partial message is kept per connection (inside the
+ * parser). Writes are corked: frames queue as segments (bytes in out[], or
+ * lent payloads) and go out in one vectored write per flush. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/rand.h>
+
+#include "uv_internal.h"
+
+#define MAX_HEADERS     WSUV_DEFAULT_MAX_HEADERS
+#define PIN_MIN         4096 /* below this, copying beats pinning */
+#define OUT_KEEP        (16 * 1024)
+#define MAX_REJECT_BODY (64 * 1024)
+#define STACK_BUFS      16
+
+typedef struct {
+  uv_write_t req;
+  wsuv_tconn_t *c;
+  uint8_t *out;
+  wsuv_seg_t *segs;
+  size_t nsegs;
+  size_t bytes;
+} wreq_t;
+
+static void close_handle(wsuv_tconn_t *c);
+static void finish(wsuv_tconn_t *c);
+static void handle_input(wsuv_tconn_t *c, uint8_t *buf, size_t len);
+static void try_next_addr(wsuv_tconn_t *c);
+static int flush_conn(wsuv_tconn_t *c);
+
+void wsuv__set_error(wsuv_tconn_t *c, int err, const char *why) {
+  if (c->error) return; /* The first cause is the one to report. */
+  c->error = err;
+  free(c->why);
+  c->why = NULL;
+  if (why) {
+    size_t n = strlen(why);
+    c->why = malloc(n + 1);
+    if (c->why) memcpy(c->why, why, n + 1);
+  }
+}
+
+static void set_errorf(wsuv_tconn_t *c, int err, const char *op,
+                       const char *what) {
+  char msg[256];
+  snprintf(msg, sizeof(msg), "%s: %s", op, what);
+  wsuv__set_error(c, err, msg);
+}
+
+static const char *errstr(int err) {
+  return err <= -30000 ? wsuv_strerror(err) : uv_strerror(err);
+}
+
+static void genmask(void *ud, uint8_t key[4]) {
+  (void)ud;
+  /* RFC 6455 5.3: mask keys MUST come from a strong source of entropy. */
+  if (RAND_bytes(key, 4) != 1)
+    abort(); /* No entropy: continuing would leak predictable masks. */
+}
+
+static wsuv_tconn_t *conn_new(wsuv_loop_t *l, wsuv_role_t role,
+                              const wsuv_limits_t *lim) {
+  wsuv_tconn_t *c = calloc(1, sizeof(*c));
+  if (!c) return NULL;
+  c->obj.kind = WSUV_OBJ_CONN;
+  c->loop = l;
+  c->role = role;
+  if (lim) c->lim = *lim;
+  wsuv__limits_default(&c->lim);
+  if (uv_tcp_init(l->uv, &c->tcp) != 0) {
+    free(c);
+    return NULL;
+  }
+  c->tcp.data = c;
+  c->tcp_open = 1;
+  c->next = l->conns;
+  if (l->conns) l->conns->prev = c;
+  l->conns = c;
+  l->nconns++;
+  c->last_recv = c->last_activity = wsuv__now(l);
+  return c;
+}
+
+static void unlink_conn(wsuv_tconn_t *c) {
+  wsuv_loop_t *l = c->loop;
+  if (c->prev)
+    c->prev->next = c->next;
+  else if (l->conns == c)
+    l->conns = c->next;
+  else
+    return; /* Not linked. */
+  if (c->next) c->next->prev = c->prev;
+  c->next = c->prev = NULL;
+  l->nconns--;
+}
+
+static void unlink_dirty(wsuv_tconn_t *c) {
+  if (!c->dirty) return;
+  wsuv_tconn_t **p = &c->loop->dirty;
+  while (*p && *p != c)
+    p = &(*p)->next_dirty;
+  if (*p) *p = c->next_dirty;
+  c->dirty = 0;
+}
+
+static void unlink_pending(wsuv_tconn_t *c) {
+  wsuv_tserver_t *s = c->server;
+  if (!s) return;
+  wsuv_tconn_t **p = &s->pending_head, *prev = NULL;
+  while (*p && *p != c) {
+    prev = *p;
+    p = &(*p)->next_pending;
+  }
+  if (!*p) return;
+  *p = c->next_pending;
+  if (s->pending_tail == c) s->pending_tail = prev;
+  c->next_pending = NULL;
+  s->npending--;
+}
+
+static void release_segs(wsuv_seg_t *segs, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    wsuv_pin_t *pin = segs[i].pin;
+    if (pin && --pin->refs == 0) pin->release(pin);
+  }
+}
+
+static void free_handshake(wsuv_tconn_t *c) {
+  free(c->head);
+  free(c->hdrs);
+  free(c->offer_protocols);
+  free(c->offer_extensions);
+  free(c->request);
+  c->head = NULL;
+  c->hdrs = NULL;
+  c->offer_protocols = c->offer_extensions = NULL;
+  c->request = NULL;
+  c->head_len = c->head_cap = c->head_parsed = 0;
+}
+
+static void close_cb(uv_handle_t *h) {
+  wsuv_tconn_t *c = h->data;
+  wsuv_loop_t *l = c->loop;
+  if (c->retry) {
+    /* A failed attempt: the handle is gone, try the next address. */
+    c->retry = 0;
+    uv_tcp_init(l->uv, &c->tcp);
+    c->tcp.data = c;
+    c->tcp_open = 1;
+    try_next_addr(c);
+    return;
+  }
+  unlink_pending(c);
+  wsuv__unready(l, &c->obj);
+  if (l->hooks.freed) l->hooks.freed(&c->obj);
+  if (c->gai) c->gai->data = NULL; /* gai_cb frees it. */
+  if (c->addrs) uv_freeaddrinfo(c->addrs);
+  release_segs(c->segs, c->nsegs);
+  free(c->segs);
+  free(c->out);
+  free(c->why);
+  free(c->protocol);
+  free_handshake(c);
+  if (c->ws_inited) wsuv_conn_free(&c->ws);
+  free(c);
+}
+
+/* Closes the socket now; close_cb frees c. */
+static void close_handle(wsuv_tconn_t *c) {
+  int closing_already = !c->tcp_open;
+  if (closing_already && !c->retry) return;
+  c->retry = 0; /* Aborted between two connect attempts: just go. */
+  c->tcp_open = 0;
+  if (c->ws_inited) c->ws.state = WSUV_STATE_CLOSED;
+  c->phase = WSUV_PHASE_CLOSED;
+  unlink_conn(c);
+  unlink_dirty(c);
+  wsuv__ready(c->loop, &c->obj);
+  if (!closing_already) uv_close((uv_handle_t *)&c->tcp, close_cb);
+}
+
+void wsuv__abort(wsuv_tconn_t *c, int err, const char *why) {
+  if (err) wsuv__set_error(c, err, why);
+  if (c->gai) {
+    uv_cancel((uv_req_t *)c->gai);
+  }
+  close_handle(c);
+}
+
+static void fail(wsuv_tconn_t *c, int err, const char *op) {
+  set_errorf(c, err, op, errstr(err));
+  close_handle(c);
+}
+
+/* ---- Output ------------------------------------------------------------ */
+
+static uint8_t *out_reserve(wsuv_tconn_t *c, size_t n) {
+  if (c->out_cap - c->out_len < n) {
+    size_t need = c->out_len + n;
+    if (need < c->out_len) return NULL;
+    size_t cap = c->out_cap ? c->out_cap : 512;
+    while (cap < need)
+      cap = cap * 2 > cap ? cap * 2 : need;
+    uint8_t *p = realloc(c->out, cap);
+    if (!p) return NULL;
+    c->out = p;
+    c->out_cap = cap;
+  }
+  return c->out + c->out_len;
+}
+
+static int seg_push(wsuv_tconn_t *c, const uint8_t *ptr, size_t off, size_t len,
+                    wsuv_pin_t *pin) {
+  if (len == 0) return 0;
+  if (!ptr && c->nsegs) {
+    wsuv_seg_t *last = &c->segs[c->nsegs - 1];
+    if (!last->ptr && last->off + last->len == off) {
+      last->len += len; /* Contiguous bytes in out[]: one segment. */
+      return 0;
+    }
+  }
+  if (c->nsegs == c->segs_cap) {
+    size_t cap = c->segs_cap ? c->segs_cap * 2 : 8;
+    wsuv_seg_t *s = realloc(c->segs, cap * sizeof(*s));
+    if (!s) return WSUV_ENOMEM;
+    c->segs = s;
+    c->segs_cap = cap;
+  }
+  c->segs[c->nsegs++] =
+      (wsuv_seg_t){.ptr = ptr, .off = off, .len = len, .pin = pin};
+  if (pin) pin->refs++;
+  return 0;
+}
+
+/* Appends bytes to out[] as a segment. */
+static int out_append(wsuv_tconn_t *c, const void *p, size_t n) {
+  uint8_t *dst = out_reserve(c, n);
+  if (!dst) return WSUV_ENOMEM;
+  memcpy(dst, p, n);
+  size_t off = c->out_len;
+  c->out_len += n;
+  c->queued += n;
+  return seg_push(c, NULL, off, n, NULL);
+}
+
+static void mark_dirty(wsuv_tconn_t *c) {
+  if (c->dirty || !c->tcp_open) return;
+  c->dirty = 1;
+  c->next_dirty = c->loop->dirty;
+  c->loop->dirty = c;
+}
+
+/* Moves control frames the protocol owes into the output. */
+static void queue_owed(wsuv_tconn_t *c) {
+  if (!c->ws_inited || !wsuv_conn_want_write(&c->ws)) return;
+  uint8_t *dst = out_reserve(c, WSUV_CONN_OUTPUT_MAX);
+  if (!dst) return;
+  size_t n = wsuv_conn_take_output(&c->ws, dst, WSUV_CONN_OUTPUT_MAX);
+  size_t off = c->out_len;
+  c->out_len += n;
+  c->queued += n;
+  seg_push(c, NULL, off, n, NULL);
+  mark_dirty(c);
+}
+
+static void do_shutdown(wsuv_tconn_t *c);
+
+static void after_write(wsuv_tconn_t *c) {
+  if (c->queued <= c->lim.high_water)
+    wsuv__ready(c->loop, &c->obj); /* Wake senders waiting to drain. */
+  if (c->shutting && c->queued == 0) do_shutdown(c);
+}
+
+static void write_cb(uv_write_t *req, int status) {
+  wreq_t *w = (wreq_t *)req;
+  wsuv_tconn_t *c = w->c;
+  release_segs(w->segs, w->nsegs);
+  free(w->segs);
+  free(w->out);
+  c->queued -= w->bytes;
+  free(w);
+  if (status < 0) {
+    if (c->tcp_open) fail(c, status, "write");
+    return;
+  }
+  if (c->tcp_open) after_write(c);
+}
+
+static void reset_output(wsuv_tconn_t *c) {
+  c->nsegs = 0;
+  c->out_len = 0;
+  if (c->out_cap > OUT_KEEP) {
+    free(c->out);
+    c->out = NULL;
+    c->out_cap = 0;
+  }
+  if (c->segs_cap > 64) {
+    free(c->segs);
+    c->segs = NULL;
+    c->segs_cap = 0;
+  }
+}
+
+static int flush_conn(wsuv_tconn_t *c) {
+  if (!c->nsegs || !c->tcp_open) return 0;
+  uv_buf_t stack[STACK_BUFS], *bufs = stack;
+  size_t n = c->nsegs, total = 0;
+  if (n > STACK_BUFS) {
+    bufs = malloc(n * sizeof(*bufs));
+    if (!bufs) return WSUV_ENOMEM;
+  }
+  for (size_t i = 0; i < n; i++) {
+    wsuv_seg_t *s = &c->segs[i];
+    const uint8_t *p = s->ptr ? s->ptr : c->out + s->off;
+    bufs[i] = uv_buf_init((char *)p, (unsigned)s->len);
+    total += s->len;
+  }
+  /* Try the socket first: when it takes everything, nothing is allocated. */
+  size_t done = 0;
+  if (c->tcp.write_queue_size == 0) {
+    int r = uv_try_write((uv_stream_t *)&c->tcp, bufs, (unsigned)n);
+    if (r > 0)
+      done = (size_t)r;
+    else if (r < 0 && r != UV_EAGAIN && r != UV_ENOSYS) {
+      if (bufs != stack) free(bufs);
+      fail(c, r, "write");
+      return r;
+    }
+  }
+  if (done == total) {
+    release_segs(c->segs, c->nsegs);
+    c->queued -= total;
+    reset_output(c);
+    if (bufs != stack) free(bufs);
+    after_write(c);
+    return 0;
+  }
+  size_t first = 0, skip = done;
+  while (skip >= bufs[first].len) {
+    skip -= bufs[first].len;
+    first++;
+  }
+  bufs[first].base += skip;
+  bufs[first].len -= skip;
+  wreq_t *w = malloc(sizeof(*w));
+  if (!w) {
+    if (bufs != stack) free(bufs);
+    fail(c, UV_ENOMEM, "write");
+    return UV_ENOMEM;
+  }
+  *w = (wreq_t){.c = c,
+                .out = c->out,
+                .segs = c->segs,
+                .nsegs = c->nsegs,
+                .bytes = total - done};
+  c->queued -= done;
+  c->out = NULL;
+  c->out_len = c->out_cap = 0;
+  c->segs = NULL;
+  c->nsegs = c->segs_cap = 0;
+  int r = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs + first,
+                   (unsigned)(n - first), write_cb);
+  if (bufs != stack) free(bufs);
+  if (r < 0) {
+    release_segs(w->segs, w->nsegs);
+    c->queued -= w->bytes;
+    free(w->segs);
+    free(w->out);
+    free(w);
+    fail(c, r, "write");
+    return r;
+  }
+  return 0;
+}
+
+void wsuv__loop_flush(wsuv_loop_t *l) {
+  while (l->dirty) {
+    wsuv_tconn_t *c = l->dirty;
+    l->dirty = c->next_dirty;
+    c->dirty = 0;
+    flush_conn(c);
+  }
+}
+
+static void shutdown_cb(uv_shutdown_t *req, int status) {
+  wsuv_tconn_t *c = req->data;
+  free(req);
+  (void)status;
+  /* Keep reading until the peer closes too, bounded by the deadline. */
+  if (c && c->tcp_open && c->eof) close_handle(c);
+}
+
+static void do_shutdown(wsuv_tconn_t *c) {
+  if (c->shutting == 2 || !c->tcp_open) return;
+  c->shutting = 2;
+  uv_shutdown_t *req = malloc(sizeof(*req));
+  if (!req || uv_shutdown(req, (uv_stream_t *)&c->tcp, shutdown_cb) != 0) {
+    free(req);
+    close_handle(c);
+    return;
+  }
+  req->data = c;
+}
+
+/* Closes gracefully: write what is queued, send FIN, wait for the peer's. */
+static void finish(wsuv_tconn_t *c) {
+  if (!c->tcp_open) return;
+  if (c->phase < WSUV_PHASE_CLOSING) c->phase = WSUV_PHASE_CLOSING;
+  if (!c->shutting) {
+    c->shutting = 1;
+    c->deadline = wsuv__now(c->loop) + c->lim.close_timeout;
+  }
+  queue_owed(c);
+  mark_dirty(c);
+  if (c->queued == 0) do_shutdown(c);
+}
+
+int wsuv__send(wsuv_tconn_t *c, unsigned opcode, unsigned flags,
+               const uint8_t *data, size_t len, wsuv_pin_t *pin) {
+  if (c->phase != WSUV_PHASE_OPEN)
+    return c->phase > WSUV_PHASE_OPEN ? WSUV_ECLOSED : WSUV_ESTATE;
+  if (len > c->lim.max_queued || c->queued > c->lim.max_queued - len)
+    return WSUV_EBUFFULL;
+  queue_owed(c);
+  uint8_t hdr[WSUV_MAX_FRAME_HEADER], key[4];
+  ssize_t h = wsuv_conn_build_header(&c->ws, hdr, opcode, flags, len, key);
+  if (h < 0) return (int)h;
+  int err = out_append(c, hdr, (size_t)h);
+  if (err) return err;
+  if (c->role == WSUV_ROLE_CLIENT) {
+    /* Client payloads are masked, so they are copied anyway. */
+    uint8_t *dst = out_reserve(c, len);
+    if (!dst) return WSUV_ENOMEM;
+    wsuv_mask_copy(dst, data, len, key, 0);
+    size_t off = c->out_len;
+    c->out_len += len;
+    c->queued += len;
+    err = seg_push(c, NULL, off, len, NULL);
+  } else if (pin && len >= PIN_MIN) {
+    c->queued += len;
+    err = seg_push(c, data, 0, len, pin);
+  } else if (len) {
+    err = out_append(c, data, len);
+  }
+  if (opcode == WSUV_OP_TEXT || opcode == WSUV_OP_BINARY ||
+      opcode == WSUV_OP_CONT)
+    c->last_activity = wsuv__now(c->loop);
+  if (opcode == WSUV_OP_CLOSE) {
+    c->phase = WSUV_PHASE_CLOSING;
+    c->deadline = wsuv__now(c->loop) + c->lim.close_timeout;
+  }
+  mark_dirty(c);
+  return err;
+}
+
+int wsuv__close(wsuv_tconn_t *c, int code, const char *reason, size_t len) {
+  if (c->phase != WSUV_PHASE_OPEN) {
+    if (c->phase < WSUV_PHASE_OPEN && c->tcp_open) {
+      wsuv__abort(c, WSUV_ECLOSED, "closed before the handshake finished");
+      return 0;
+    }
+    return WSUV_ECLOSED;
+  }
+  int err = wsuv_conn_close(&c->ws, code, reason, len);
+  if (err) return err;
+  queue_owed(c);
+  c->phase = WSUV_PHASE_CLOSING;
+  c->deadline = wsuv__now(c->loop) + c->lim.close_timeout;
+  return 0;
+}
+
+/* ---- Input ------------------------------------------------------------- */
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  wsuv_tconn_t *c = h->data;
+  wsuv_loop_t *l = c->loop;
+  (void)suggested;
+  if (!l->rbuf) l->rbuf = malloc(WSUV_READ_BUFFER_SIZE);
+  if (!l->rbuf || l->rbuf_busy) {
+    *buf = uv_buf_init(NULL, 0); /* read_cb gets UV_ENOBUFS */
+    return;
+  }
+  l->rbuf_busy = 1;
+  *buf = uv_buf_init((char *)l->rbuf, WSUV_READ_BUFFER_SIZE);
+}
+
+static void on_eof(wsuv_tconn_t *c, int err) {
+  c->eof = 1;
+  if (c->phase == WSUV_PHASE_CLOSING && c->ws_inited && c->ws.close_received) {
+    /* The closing handshake is complete; the TCP close is ours too. */
+    close_handle(c);
+    return;
+  }
+  if (c->shutting == 2) {
+    close_handle(c); /* We sent FIN already; the peer's ends it. */
+    return;
+  }
+  if (err == UV_EOF) err = UV_ECONNRESET;
+  const char *what = c->phase >= WSUV_PHASE_OPEN
+                         ? "connection closed without a close frame"
+                         : "connection closed during the handshake";
+  set_errorf(c, err, c->phase >= WSUV_PHASE_OPEN ? "receive" : "handshake",
+             what);
+  if (c->ws_inited) c->ws.close_code = 1006;
+  close_handle(c);
+}
+
+static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  wsuv_tconn_t *c = s->data;
+  wsuv_loop_t *l = c->loop;
+  if (buf->base == (char *)l->rbuf) l->rbuf_busy = 0;
+  if (nread == 0) return;
+  if (nread < 0) {
+    on_eof(c, (int)nread);
+    return;
+  }
+  c->last_recv = wsuv__now(l);
+  handle_input(c, (uint8_t *)buf->base, (size_t)nread);
+}
+
+static int start_reading(wsuv_tconn_t *c) {
+  if (c->reading || !c->tcp_open) return 0;
+  int err = uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
+  if (err == 0) c->reading = 1;
+  return err;
+}
+
+static void stop_reading(wsuv_tconn_t *c) {
+  if (!c->reading) return;
+  uv_read_stop((uv_stream_t *)&c->tcp);
+  c->reading = 0;
+}
+
+void wsuv__consumed(wsuv_tconn_t *c, size_t len) {
+  c->recv_queued = len > c->recv_queued ? 0 : c->recv_queued - len;
+  if (!c->reading && c->tcp_open && c->phase >= WSUV_PHASE_OPEN &&
+      c->recv_queued <= c->lim.recv_high / 2)
+    start_reading(c);
+}
+
+static void feed_frames(wsuv_tconn_t *c, uint8_t *buf, size_t len) {
+  wsuv_loop_t *l = c->loop;
+  while (len > 0 && c->tcp_open) {
+    wsuv_event_t ev;
+    ssize_t n = wsuv_conn_feed(&c->ws, buf, len, &ev);
+    if (n < 0) {
+      set_errorf(c, (int)n, "receive", wsuv_strerror((int)n));
+      finish(c);
+      wsuv__ready(l, &c->obj);
+      return;
+    }
+    buf += n;
+    len -= (size_t)n;
+    if (ev.type == WSUV_EV_NONE) break;
+    if (ev.type == WSUV_EV_TEXT || ev.type == WSUV_EV_BINARY) {
+      c->recv_queued += ev.len;
+      c->last_activity = c->last_recv;
+    } else if (ev.type == WSUV_EV_PONG) {
+      c->ping_sent = 0;
+    }
+    if (l->hooks.event) l->hooks.event(c, &ev);
+    if (ev.type == WSUV_EV_CLOSE) {
+      /* RFC 6455 7.1.1: the server closes the TCP connection first; a
+       * client waits for it, bounded by the close timeout. */
+      queue_owed(c);
+      c->phase = WSUV_PHASE_CLOSING;
+      if (c->role == WSUV_ROLE_SERVER) {
+        finish(c);
+      } else {
+        c->deadline = wsuv__now(l) + c->lim.close_timeout;
+        mark_dirty(c);
+      }
+    } else if (ev.type == WSUV_EV_PING) {
+      queue_owed(c);
+    }
+    wsuv__ready(l, &c->obj);
+  }
+  if (c->recv_queued > c->lim.recv_high && c->tcp_open)
+    stop_reading(c); /* Backpressure: nobody reads what we deliver. */
+}
+
+static void open_ws(wsuv_tconn_t *c) {
+  wsuv_conn_config_t cfg = {
+      .parser = {.role = c->role,
+                 .max_message = c->lim.max_message,
+                 .max_frame = c->lim.max_frame,
+                 .stream = c->lim.stream},
+      .genmask = genmask,
+  };
+  wsuv_conn_init(&c->ws, &cfg);
+  c->ws_inited = 1;
+  c->phase = WSUV_PHASE_OPEN;
+  c->deadline = 0;
+  c->last_activity = c->last_recv = wsuv__now(c->loop);
+}
+
+/* Appends input to the head buffer, bounded by max_head plus one read. */
+static int head_append(wsuv_tconn_t *c, const uint8_t *buf, size_t len) {
+  if (c->head_cap - c->head_len < len) {
+    size_t need = c->head_len + len;
+    if (need > c->lim.max_head + WSUV_READ_BUFFER_SIZE + MAX_REJECT_BODY)
+      return WSUV_EHEADTOOBIG;
+    size_t cap = c->head_cap ? c->head_cap : 1024;
+    while (cap < need)
+      cap *= 2;
+    char *p = realloc(c->head, cap);
+    if (!p) return WSUV_ENOMEM;
+    c->head = p;
+    c->head_cap = cap;
+  }
+  memcpy(c->head + c->head_len, buf, len);
+  c->head_len += len;
+  return 0;
+}
+
+static ssize_t parse_head(wsuv_tconn_t *c) {
+  if (!c->hdrs) {
+    c->hdrs = malloc(MAX_HEADERS * sizeof(*c->hdrs));
+    if (!c->hdrs) return WSUV_ENOMEM;
+  }
+  memset(&c->http, 0, sizeof(c->http));
+  c->http.headers = c->hdrs;
+  c->http.num_headers = MAX_HEADERS;
+  size_t len = c->head_len;
+  return c->role == WSUV_ROLE_SERVER
+             ? wsuv_http_parse_request(c->head, len, c->lim.max_head, &c->http)
+             : wsuv_http_parse_response(c->head, len, c->lim.max_head,
+                                        &c->http);
+}
+
+static void server_reject(wsuv_tconn_t *c, int status, const char *why) {
+  set_errorf(c, WSUV_EHANDSHAKE, "handshake", why);
+  c->phase = WSUV_PHASE_REQUEST; /* So respond accepts it. */
+  wsuv__respond(c, status, NULL, 0, why, strlen(why));
+}
+
+static void server_head(wsuv_tconn_t *c) {
+  ssize_t n = parse_head(c);
+  if (n == 0) return;
+  if (n < 0) {
+    if (n == WSUV_EHEADTOOBIG)
+      server_reject(c, 431, "request head too large");
+    else
+      server_reject(c, 400, "malformed request");
+    return;
+  }
+  c->head_parsed = (size_t)n;
+  stop_reading(c);
+  wsuv_tserver_t *s = c->server;
+  if (!s || s->closed) {
+    server_reject(c, 503, "server is closing");
+    return;
+  }
+  if (s->npending >= s->opts.max_pending) {
+    server_reject(c, 503, "too many pending connections");
+    return;
+  }
+  c->phase = WSUV_PHASE_REQUEST;
+  if (s->pending_tail)
+    s->pending_tail->next_pending = c;
+  else
+    s->pending_head = c;
+  s->pending_tail = c;
+  s->npending++;
+  wsuv__ready(c->loop, &s->obj);
+}
+
+static size_t content_length(const wsuv_http_head_t *h) {
+  int i = wsuv_http_find(h, "content-length", 0);
+  if (i < 0) return 0;
+  size_t v = 0;
+  const wsuv_header_t *hd = &h->headers[i];
+  for (size_t k = 0; k < hd->value_len; k++) {
+    char ch = hd->value[k];
+    if (ch < '0' || ch > '9' || v > MAX_REJECT_BODY) return MAX_REJECT_BODY;
+    v = v * 10 + (size_t)(ch - '0');
+  }
+  return v > MAX_REJECT_BODY ? MAX_REJECT_BODY : v;
+}
+
+static void client_head(wsuv_tconn_t *c) {
+  ssize_t n = parse_head(c);
+  if (n == 0) return;
+  if (n < 0) {
+    fail(c, (int)n, "handshake");
+    return;
+  }
+  c->head_parsed = (size_t)n;
+  if (c->http.status != 101) {
+    /* Keep reading the body (bounded) so the caller can see it. */
+    size_t want = content_length(&c->http);
+    if (c->head_len - c->head_parsed < want && !c->eof) return;
+    char msg[64];
+    snprintf(msg, sizeof(msg), "server answered with status %d",
+             c->http.status);
+    set_errorf(c, WSUV_EHANDSHAKE, "handshake", msg);
+    close_handle(c);
+    return;
+  }
+  const char *why = NULL;
+  if (wsuv_handshake_check_response(&c->http, c->key, c->offer_protocols,
+                                    c->offer_extensions, &why) != 0) {
+    set_errorf(c, WSUV_EHANDSHAKE, "handshake", why ? why : "invalid");
+    close_handle(c);
+    return;
+  }
+  int pi = wsuv_http_find(&c->http, "sec-websocket-protocol", 0);
+  if (pi >= 0) {
+    const wsuv_header_t *h = &c->http.headers[pi];
+    c->protocol = malloc(h->value_len + 1);
+    if (c->protocol) {
+      memcpy(c->protocol, h->value, h->value_len);
+      c->protocol[h->value_len] = 0;
+    }
+  }
+  open_ws(c);
+  wsuv__ready(c->loop, &c->obj);
+  /* Frames may follow the 101 in the same read. The head stays for the
+   * binding to read response headers; frames are fed from a copy. */
+  size_t rest = c->head_len - c->head_parsed;
+  if (rest) {
+    uint8_t *tmp = malloc(rest);
+    if (!tmp) {
+      fail(c, UV_ENOMEM, "receive");
+      return;
+    }
+    memcpy(tmp, c->head + c->head_parsed, rest);
+    c->head_len = c->head_parsed;
+    feed_frames(c, tmp, rest);
+    free(tmp);
+  }
+}
+
+static void handle_input(wsuv_tconn_t *c, uint8_t *buf, size_t len) {
+  switch (c->phase) {
+  case WSUV_PHASE_HANDSHAKE:
+  case WSUV_PHASE_REQUEST: {
+    int err = head_append(c, buf, len);
+    if (err) {
+      if (c->role == WSUV_ROLE_SERVER && c->phase == WSUV_PHASE_HANDSHAKE)
+        server_reject(c, 431, "request head too large");
+      else
+        fail(c, err, "handshake");
+      return;
+    }
+    if (c->phase == WSUV_PHASE_HANDSHAKE) {
+      if (c->role == WSUV_ROLE_SERVER)
+        server_head(c);
+      else
+        client_head(c);
+    }
+    return;
+  }
+  case WSUV_PHASE_OPEN:
+  case WSUV_PHASE_CLOSING:
+    if (!c->ws_inited || (c->shutting == 2 && c->ws.state == WSUV_STATE_CLOSED))
+      return; /* Draining until the peer's FIN. */
+    feed_frames(c, buf, len);
+    return;
+  default:
+    return;
+  }
+}
+
+/* ---- Client ------------------------------------------------------------ */
+
+static void connect_cb(uv_connect_t *req, int status) {
+  wsuv_tconn_t *c = req->data;
+  if (c->phase != WSUV_PHASE_CONNECTING || !c->tcp_open) return;
+  if (status < 0) {
+    if (c->addr_next) {
+      /* close_cb re-inits the handle and tries the next address. */
+      c->retry = 1;
+      c->tcp_open = 0;
+      uv_close((uv_handle_t *)&c->tcp, close_cb);
+      return;
+    }
+    fail(c, status, "connect");
+    return;
+  }
+  uv_freeaddrinfo(c->addrs);
+  c->addrs = c->addr_next = NULL;
+  c->phase = WSUV_PHASE_HANDSHAKE;
+  c->deadline = wsuv__now(c->loop) + c->lim.handshake_timeout;
+  int err = out_append(c, c->request, c->request_len);
+  free(c->request);
+  c->request = NULL;
+  if (!err) err = start_reading(c);
+  if (err) {
+    fail(c, err, "connect");
+    return;
+  }
+  mark_dirty(c);
+  flush_conn(c);
+}
+
+static void try_next_addr(wsuv_tconn_t *c) {
+  while (c->addr_next) {
+    struct addrinfo *ai = c->addr_next;
+    c->addr_next = ai->ai_next;
+    c->creq.data = c;
+    int err = uv_tcp_connect(&c->creq, &c->tcp, ai->ai_addr, connect_cb);
+    if (err == 0) {
+      c->phase = WSUV_PHASE_CONNECTING;
+      return;
+    }
+    if (!c->addr_next) {
+      fail(c, err, "connect");
+      return;
+    }
+  }
+  fail(c, UV_EADDRNOTAVAIL, "connect");
+}
+
+static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+  wsuv_tconn_t *c = req->data;
+  free(req);
+  if (!c) { /* The connection went away meanwhile. */
+    if (res) uv_freeaddrinfo(res);
+    return;
+  }
+  c->gai = NULL;
+  if (!c->tcp_open) {
+    if (res) uv_freeaddrinfo(res);
+    return;
+  }
+  if (status < 0) {
+    fail(c, status, "resolve");
+    return;
+  }
+  c->addrs = c->addr_next = res;
+  try_next_addr(c);
+}
+
+static char *dupstr(const char *s) {
+  if (!s) return NULL;
+  size_t n = strlen(s) + 1;
+  char *d = malloc(n);
+  if (d) memcpy(d, s, n);
+  return d;
+}
+
+int wsuv__connect(wsuv_loop_t *l, const char *host, int port,
+                  const wsuv_client_request_t *req, const wsuv_limits_t *lim,
+                  wsuv_tconn_t **out) {
+  uint8_t nonce[16];
+  if (RAND_bytes(nonce, sizeof(nonce)) != 1) return UV_EIO;
+  wsuv_tconn_t *c = conn_new(l, WSUV_ROLE_CLIENT, lim);
+  if (!c) return UV_ENOMEM;
+  wsuv_handshake_key(nonce, c->key);
+  size_t cap = 1024;
+  for (;;) {
+    c->request = malloc(cap);
+    if (!c->request) {
+      wsuv__abort(c, UV_ENOMEM, "connect: out of memory");
+      return UV_ENOMEM;
+    }
+    ssize_t n = wsuv_handshake_build_request(c->request, cap, req, c->key);
+    if (n >= 0) {
+      c->request_len = (size_t)n;
+      break;
+    }
+    free(c->request);
+    c->request = NULL;
+    if (n != WSUV_ENOBUFS || cap >= c->lim.max_head * 8) {
+      wsuv__abort(c, (int)n, NULL);
+      c->obj.data = NULL;
+      return (int)n;
+    }
+    cap *= 2;
+  }
+  c->offer_protocols = dupstr(req->protocols);
+  c->offer_extensions = dupstr(req->extensions);
+  c->phase = WSUV_PHASE_RESOLVING;
+  c->deadline = wsuv__now(l) + c->lim.connect_timeout;
+  c->gai = malloc(sizeof(*c->gai));
+  char portstr[16];
+  snprintf(portstr, sizeof(portstr), "%d", port);
+  struct addrinfo hints;
+  memset(&hints, 0, sizeof(hints));
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  int err = c->gai ? 0 : UV_ENOMEM;
+  if (!err) {
+    c->gai->data = c;
+    err = uv_getaddrinfo(l->uv, c->gai, gai_cb, host, portstr, &hints);
+  }
+  if (err) {
+    free(c->gai);
+    c->gai = NULL;
+    wsuv__abort(c, err, NULL);
+    return err;
+  }
+  *out = c;
+  return 0;
+}
+
+/* ---- Server ------------------------------------------------------------ */
+
+int wsuv__accept(wsuv_tconn_t *c, const char *protocol, const char *extensions,
+                 const wsuv_header_t *extra, size_t nextra) {
+  if (c->phase != WSUV_PHASE_REQUEST || !c->tcp_open)
+    return c->tcp_open ? WSUV_ESTATE : WSUV_ECLOSED;
+  const char *key = NULL, *why = NULL;
+  size_t key_len = 0;
+  int st = wsuv_handshake_check_request(&c->http, &key, &key_len, &why);
+  if (st != 0) return WSUV_ESTATE; /* Not an upgrade: respond() is the way. */
+  size_t cap = 512 + (protocol ? strlen(protocol) : 0) +
+               (extensions ? strlen(extensions) : 0);
+  for (size_t i = 0; i < nextra; i++)
+    cap += extra[i].name_len + extra[i].value_len + 4;
+  uint8_t *dst = out_reserve(c, cap);
+  if (!dst) return WSUV_ENOMEM;
+  ssize_t n = wsuv_handshake_build_response(
+      (char *)dst, cap, key, key_len, protocol, extensions, extra, nextra);
+  if (n < 0) return (int)n;
+  size_t off = c->out_len;
+  c->out_len += (size_t)n;
+  c->queued += (size_t)n;
+  seg_push(c, NULL, off, (size_t)n, NULL);
+  unlink_pending(c);
+  c->protocol = dupstr(protocol);
+  open_ws(c);
+  mark_dirty(c);
+  size_t rest = c->head_len - c->head_parsed;
+  uint8_t *tmp = NULL;
+  if (rest) {
+    tmp = malloc(rest);
+    if (tmp) memcpy(tmp, c->head + c->head_parsed, rest);
+  }
+  free_handshake(c);
+  if (rest && tmp) {
+    feed_frames(c, tmp, rest);
+    free(tmp);
+  } else if (rest) {
+    fail(c, UV_ENOMEM, "receive");
+    return 0;
+  }
+  if (c->tcp_open && c->recv_queued <= c->lim.recv_high) start_reading(c);
+  return 0;
+}
+
+int wsuv__respond(wsuv_tconn_t *c, int status, const wsuv_header_t *extra,
+                  size_t nextra, const char *body, size_t body_len) {
+  if (c->phase != WSUV_PHASE_REQUEST || !c->tcp_open)
+    return c->tcp_open ? WSUV_ESTATE : WSUV_ECLOSED;
+  size_t cap = 512 + body_len;
+  for (size_t i = 0; i < nextra; i++)
+    cap += extra[i].name_len + extra[i].value_len + 4;
+  uint8_t *dst = out_reserve(c, cap);
+  if (!dst) return WSUV_ENOMEM;
+  ssize_t n = wsuv_http_build_response((char *)dst, cap, status, extra, nextra,
+                                       body, body_len);
+  if (n < 0) return (int)n;
+  size_t off = c->out_len;
+  c->out_len += (size_t)n;
+  c->queued += (size_t)n;
+  seg_push(c, NULL, off, (size_t)n, NULL);
+  unlink_pending(c);
+  c->phase = WSUV_PHASE_CLOSING;
+  /* Read on (and discard) so the peer's FIN is seen. */
+  start_reading(c);
+  finish(c);
+  return 0;
+}
+
+int wsuv__peer(wsuv_tconn_t *c, char *ip, size_t ipcap) {
+  struct sockaddr_storage ss;
+  int len = sizeof(ss);
+  if (!c->tcp_open ||
+      uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0)
+    return -1;
+  if (ss.ss_family == AF_INET6) {
+    struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+    uv_ip6_name(a, ip, ipcap);
+    return ntohs(a->sin6_port);
+  }
+  struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+  uv_ip4_name(a, ip, ipcap);
+  return ntohs(a->sin_port);
+}
+
+static void server_close_cb(uv_handle_t *h) {
+  wsuv_tserver_t *s = h->data;
+  wsuv_loop_t *l = s->loop;
+  if (s->prev)
+    s->prev->next = s->next;
+  else if (l->servers == s)
+    l->servers = s->next;
+  if (s->next) s->next->prev = s->prev;
+  if (s->loop->hooks.freed) s->loop->hooks.freed(&s->obj);
+  wsuv__unready(s->loop, &s->obj);
+  free(s);
+}
+
+static void connection_cb(uv_stream_t *ls, int status) {
+  wsuv_tserver_t *s = ls->data;
+  if (status < 0 || s->closed) return;
+  wsuv_tconn_t *c = conn_new(s->loop, WSUV_ROLE_SERVER, &s->opts.lim);
+  if (!c) return;
+  c->server = s;
+  c->phase = WSUV_PHASE_HANDSHAKE;
+  c->deadline = wsuv__now(s->loop) + c->lim.handshake_timeout;
+  if (uv_accept(ls, (uv_stream_t *)&c->tcp) != 0 || start_reading(c) != 0) {
+    close_handle(c);
+    return;
+  }
+  uv_tcp_nodelay(&c->tcp, 1);
+}
+
+int wsuv__listen(wsuv_loop_t *l, const char *host, int port,
+                 const wsuv_server_opts_t *opts, wsuv_tserver_t **out) {
+  struct sockaddr_storage ss;
+  if (!strcmp(host, "localhost")) host = "127.0.0.1";
+  if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
+      uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0)
+    return UV_EINVAL;
+  wsuv_tserver_t *s = calloc(1, sizeof(*s));
+  if (!s) return UV_ENOMEM;
+  s->obj.kind = WSUV_OBJ_SERVER;
+  s->loop = l;
+  s->opts = *opts;
+  wsuv__limits_default(&s->opts.lim);
+  if (!s->opts.max_pending) s->opts.max_pending = 1024;
+  uv_tcp_init(l->uv, &s->tcp);
+  s->tcp.data = s;
+  int err = uv_tcp_bind(&s->tcp, (struct sockaddr *)&ss, 0);
+  if (!err) err = uv_listen((uv_stream_t *)&s->tcp, 511, connection_cb);
+  s->next = l->servers;
+  if (l->servers) l->servers->prev = s;
+  l->servers = s;
+  if (err) {
+    s->closed = 1;
+    uv_close((uv_handle_t *)&s->tcp, server_close_cb);
+    return err;
+  }
+  *out = s;
+  return 0;
+}
+
+int wsuv__server_port(wsuv_tserver_t *s) {
+  struct sockaddr_storage ss;
+  int len = sizeof(ss);
+  if (uv_tcp_getsockname(&s->tcp, (struct sockaddr *)&ss, &len) != 0) return -1;
+  if (ss.ss_family == AF_INET6)
+    return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+  return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
+wsuv_tconn_t *wsuv__server_pop(wsuv_tserver_t *s) {
+  wsuv_tconn_t *c = s->pending_head;
+  if (!c) return NULL;
+  s->pending_head = c->next_pending;
+  if (!s->pending_head) s->pending_tail = NULL;
+  c->next_pending = NULL;
+  s->npending--;
+  return c;
+}
+
+void wsuv__server_close(wsuv_tserver_t *s) {
+  if (s->closed) return;
+  s->closed = 1;
+  /* Requests not yet taken are refused; accepted connections belong to
+   * their owners, who close them (the Lua server sends 1001). */
+  while (s->pending_head) {
+    wsuv_tconn_t *c = wsuv__server_pop(s);
+    server_reject(c, 503, "server is closing");
+  }
+  for (wsuv_tconn_t *c = s->loop->conns; c; c = c->next)
+    if (c->server == s) c->server = NULL;
+  uv_close((uv_handle_t *)&s->tcp, server_close_cb);
+}
+
+/* ---- Deadlines --------------------------------------------------------- */
+
+static void sweep_conn(wsuv_tconn_t *c, uint64_t now) {
+  if (c->deadline && now >= c->deadline) {
+    switch (c->phase) {
+    case WSUV_PHASE_RESOLVING:
+    case WSUV_PHASE_CONNECTING:
+      c->addr_next = NULL;
+      wsuv__abort(c, UV_ETIMEDOUT, "connect: timed out");
+      return;
+    case WSUV_PHASE_HANDSHAKE:
+    case WSUV_PHASE_REQUEST:
+      wsuv__abort(c, UV_ETIMEDOUT, "handshake: timed out");
+      return;
+    default:
+      /* The peer did not finish the closing handshake in time. */
+      if (!c->ws.close_received)
+        wsuv__set_error(c, UV_ETIMEDOUT, "close: timed out");
+      close_handle(c);
+      return;
+    }
+  }
+  if (c->phase != WSUV_PHASE_OPEN) return;
+  wsuv_limits_t *lim = &c->lim;
+  if (lim->idle_timeout && now - c->last_activity >= lim->idle_timeout) {
+    wsuv__set_error(c, UV_ETIMEDOUT, "idle timeout");
+    wsuv__close(c, 1001, "idle timeout", 12);
+    wsuv__ready(c->loop, &c->obj);
+    return;
+  }
+  if (!lim->ping_interval) return;
+  if (c->ping_sent) {
+    if (now - c->ping_sent >= lim->ping_timeout)
+      wsuv__abort(c, UV_ETIMEDOUT, "keepalive: no pong from peer");
+  } else if (now - c->last_recv >= lim->ping_interval) {
+    if (wsuv__send(c, WSUV_OP_PING, WSUV_FIN, (const uint8_t *)"", 0, NULL) ==
+        0)
+      c->ping_sent = now;
+  }
+}
+
+void wsuv__sweep(wsuv_loop_t *l) {
+  uint64_t now = wsuv__now(l);
+  wsuv_tconn_t *next;
+  for (wsuv_tconn_t *c = l->conns; c; c = next) {
+    next = c->next;
+    sweep_conn(c, now);
+  }
+  wsuv__loop_flush(l);
+}

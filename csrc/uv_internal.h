@@ -1,0 +1,204 @@
+/* uv_internal.h: the transport (libuv TCP, timers, write queue). It knows
+ * nothing of Lua: the binding plugs in through wsuv_hooks_t and the `data`
+ * pointer every object carries.
+ *
+ * Ownership: the transport mallocs each connection and server, and frees it
+ * only in libuv's close callback, after calling hooks.freed. The binding
+ * never frees them; it drops its pointer in hooks.freed. */
+#ifndef WSUV_UV_INTERNAL_H
+#define WSUV_UV_INTERNAL_H
+
+#include <uv.h>
+
+#include "wsuv.h"
+#include "wsuv_conn.h"
+
+#define WSUV_READ_BUFFER_SIZE (64 * 1024)
+
+typedef struct wsuv_loop_s wsuv_loop_t;
+typedef struct wsuv_tconn_s wsuv_tconn_t;
+typedef struct wsuv_tserver_s wsuv_tserver_t;
+
+typedef enum { WSUV_OBJ_CONN = 1, WSUV_OBJ_SERVER } wsuv_obj_kind_t;
+
+/* Common head of connections and servers, so the ready list can hold both. */
+typedef struct {
+  uint8_t kind;  /* wsuv_obj_kind_t */
+  uint8_t ready; /* already on the loop's ready list */
+  void *data;    /* the binding's */
+} wsuv_obj_t;
+
+/* A payload the binding lends to the write queue (a pinned Lua string). One
+ * pin may back many writes (broadcast); release runs when the last is done. */
+typedef struct wsuv_pin_s wsuv_pin_t;
+struct wsuv_pin_s {
+  unsigned refs;
+  void (*release)(wsuv_pin_t *pin);
+};
+
+typedef struct {
+  /* A data or control event on an open connection: TEXT/BINARY chunks,
+   * PING, PONG, CLOSE. The binding queues it for Lua. */
+  void (*event)(wsuv_tconn_t *c, const wsuv_event_t *ev);
+  /* The object is about to be freed. */
+  void (*freed)(wsuv_obj_t *o);
+} wsuv_hooks_t;
+
+struct wsuv_loop_s {
+  uv_loop_t *uv;
+  int own_uv; /* we created uv and close it */
+  wsuv_hooks_t hooks;
+  void *data;         /* the binding's */
+  uv_timer_t wake;    /* bounds one uv_run(UV_RUN_ONCE) */
+  uv_timer_t sweep;   /* protocol deadlines and keepalive, unref'd */
+  uint8_t *rbuf;      /* the one read buffer every connection shares */
+  int rbuf_busy;      /* handed to a read and not returned yet */
+  wsuv_obj_t **ready; /* objects with news for Lua */
+  size_t nready, ready_cap;
+  wsuv_tconn_t *conns;     /* every live connection, for the sweep */
+  wsuv_tconn_t *dirty;     /* connections with output to flush */
+  wsuv_tserver_t *servers; /* open listeners */
+  size_t nconns;
+  int closing; /* wsuv_loop_close called */
+};
+
+typedef enum {
+  WSUV_PHASE_RESOLVING = 0, /* client: DNS */
+  WSUV_PHASE_CONNECTING,    /* client: TCP connect */
+  WSUV_PHASE_HANDSHAKE,     /* reading the peer's HTTP head */
+  WSUV_PHASE_REQUEST,       /* server: head parsed, waiting for Lua */
+  WSUV_PHASE_OPEN,
+  WSUV_PHASE_CLOSING, /* close frames exchanged or sent, draining */
+  WSUV_PHASE_CLOSED   /* handle closing or closed */
+} wsuv_phase_t;
+
+/* Limits and timeouts of a connection; 0 picks the default. */
+typedef struct {
+  uint64_t max_message;       /* 16 MiB */
+  uint64_t max_frame;         /* max_message */
+  size_t max_head;            /* 8 KiB */
+  size_t max_queued;          /* send buffer limit: 16 MiB */
+  size_t high_water;          /* senders wait above this: 1 MiB */
+  size_t recv_high;           /* stop reading above this many queued: 1 MiB */
+  uint64_t connect_timeout;   /* ms: 10 s */
+  uint64_t handshake_timeout; /* ms: 10 s */
+  uint64_t close_timeout;     /* ms: 5 s */
+  uint64_t ping_interval;     /* ms: 0 = no keepalive */
+  uint64_t ping_timeout;      /* ms: dead peer after this without a pong */
+  uint64_t idle_timeout;      /* ms: 0 = none */
+  int stream;                 /* deliver messages in chunks */
+} wsuv_limits_t;
+
+typedef struct wsuv_seg_s {
+  const uint8_t *ptr; /* payload outside out[], or NULL */
+  size_t off;         /* offset into out[] when ptr is NULL */
+  size_t len;
+  wsuv_pin_t *pin; /* keeps ptr alive */
+} wsuv_seg_t;
+
+struct wsuv_tconn_s {
+  wsuv_obj_t obj;
+  wsuv_loop_t *loop;
+  wsuv_tserver_t *server;    /* listener that accepted us, or NULL */
+  wsuv_tconn_t *next, *prev; /* loop->conns */
+  wsuv_tconn_t *next_dirty;
+  wsuv_tconn_t *next_pending; /* server's queue of parsed requests */
+  uv_tcp_t tcp;
+  wsuv_phase_t phase;
+  wsuv_role_t role;
+  uint8_t reading, dirty, tcp_open, eof;
+  uint8_t shutting;  /* 1: FIN after the queue drains; 2: FIN sent */
+  uint8_t retry;     /* handle closing to try the next address */
+  uint8_t ws_inited; /* ws holds protocol state (upgrade done) */
+  int error;         /* uv or WSUV code of a failure, or 0 */
+  char *why;         /* malloc'd explanation of error */
+  wsuv_limits_t lim;
+  wsuv_conn_t ws; /* protocol state once open */
+  /* Handshake, freed once open. */
+  char *head;
+  size_t head_len, head_cap, head_parsed; /* parsed: head length once known */
+  wsuv_header_t *hdrs;
+  wsuv_http_head_t http;
+  char *offer_protocols, *offer_extensions; /* client offer */
+  char *request; /* client request bytes until connected */
+  size_t request_len;
+  char key[25];
+  char *protocol; /* negotiated subprotocol, or NULL */
+  uv_getaddrinfo_t *gai;
+  struct addrinfo *addrs, *addr_next;
+  uv_connect_t creq;
+  /* Output. */
+  uint8_t *out;
+  size_t out_len, out_cap;
+  wsuv_seg_t *segs;
+  size_t nsegs, segs_cap;
+  size_t queued;      /* bytes not yet written to the socket */
+  size_t recv_queued; /* bytes delivered to the binding, unread */
+  /* Clock, in uv_now milliseconds. */
+  uint64_t deadline; /* of the current phase, or 0 */
+  uint64_t last_recv, last_activity, ping_sent;
+};
+
+typedef struct {
+  wsuv_limits_t lim;
+  size_t max_pending; /* parsed requests waiting for Lua */
+} wsuv_server_opts_t;
+
+struct wsuv_tserver_s {
+  wsuv_obj_t obj;
+  wsuv_loop_t *loop;
+  uv_tcp_t tcp;
+  wsuv_server_opts_t opts;
+  wsuv_tserver_t *next, *prev;               /* loop->servers */
+  wsuv_tconn_t *pending_head, *pending_tail; /* parsed requests */
+  size_t npending;
+  int closed;
+};
+
+/* Loop (uv_loop.c). */
+int wsuv__loop_init(wsuv_loop_t *l, uv_loop_t *uv, const wsuv_hooks_t *h);
+/* Closes every connection and server, runs the loop until handles are gone
+ * and frees what the loop holds. */
+void wsuv__loop_close(wsuv_loop_t *l);
+/* Runs libuv once: timeout_ms < 0 blocks until an event, 0 only polls.
+ * Flushes pending output first. Returns nonzero while handles are alive. */
+int wsuv__loop_run(wsuv_loop_t *l, int64_t timeout_ms);
+void wsuv__loop_flush(wsuv_loop_t *l);
+void wsuv__ready(wsuv_loop_t *l, wsuv_obj_t *o);
+void wsuv__unready(wsuv_loop_t *l, wsuv_obj_t *o);
+uint64_t wsuv__now(wsuv_loop_t *l);
+void wsuv__limits_default(wsuv_limits_t *lim);
+
+/* Connections (uv_conn.c). Functions returning int give 0 or a negative
+ * uv/WSUV code; on failure nothing was started. */
+int wsuv__connect(wsuv_loop_t *l, const char *host, int port,
+                  const wsuv_client_request_t *req, const wsuv_limits_t *lim,
+                  wsuv_tconn_t **out);
+/* Sends one frame. pin, when not NULL, lends data for a zero-copy write
+ * (server role); otherwise data is copied. */
+int wsuv__send(wsuv_tconn_t *c, unsigned opcode, unsigned flags,
+               const uint8_t *data, size_t len, wsuv_pin_t *pin);
+/* Starts the closing handshake (code 0: no code). */
+int wsuv__close(wsuv_tconn_t *c, int code, const char *reason, size_t len);
+/* Closes the socket now, without a closing handshake. */
+void wsuv__abort(wsuv_tconn_t *c, int err, const char *why);
+/* Server side: upgrade the pending request (101) or answer it over HTTP. */
+int wsuv__accept(wsuv_tconn_t *c, const char *protocol, const char *extensions,
+                 const wsuv_header_t *extra, size_t nextra);
+int wsuv__respond(wsuv_tconn_t *c, int status, const wsuv_header_t *extra,
+                  size_t nextra, const char *body, size_t body_len);
+/* The binding consumed len bytes of delivered messages. */
+void wsuv__consumed(wsuv_tconn_t *c, size_t len);
+/* Peer address as text; returns port or -1. */
+int wsuv__peer(wsuv_tconn_t *c, char *ip, size_t ipcap);
+void wsuv__set_error(wsuv_tconn_t *c, int err, const char *why);
+void wsuv__sweep(wsuv_loop_t *l);
+
+/* Servers (uv_conn.c). */
+int wsuv__listen(wsuv_loop_t *l, const char *host, int port,
+                 const wsuv_server_opts_t *opts, wsuv_tserver_t **out);
+wsuv_tconn_t *wsuv__server_pop(wsuv_tserver_t *s);
+int wsuv__server_port(wsuv_tserver_t *s);
+void wsuv__server_close(wsuv_tserver_t *s);
+
+#endif
