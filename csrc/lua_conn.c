@@ -1,0 +1,774 @@
+/* lua_conn.c: connection and server userdata. Every method here returns at
+ * once; lua/wsuv/conn.lua and server.lua wait (yield, or run the loop) and
+ * retry. Messages are copied out of the read buffer straight into Lua
+ * strings, queued per connection until Lua takes them. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "lua_internal.h"
+
+#define FLAG_TEXT 1
+#define FLAG_FIN  2
+
+static const char *const phase_names[] = {
+    "connecting", "connecting", "handshake", "request",
+    "open",       "closing",    "closed"};
+
+static wsuv_lconn_t *check_conn(lua_State *L) {
+  wsuv_lconn_t *b = luaL_checkudata(L, 1, WSUV_CONN_MT);
+  b->ll->L = L;
+  return b;
+}
+
+static wsuv_lserver_t *check_server(lua_State *L) {
+  wsuv_lserver_t *b = luaL_checkudata(L, 1, WSUV_SERVER_MT);
+  b->ll->L = L;
+  return b;
+}
+
+static void unref(lua_State *L, int *ref) {
+  if (*ref != LUA_NOREF && *ref != LUA_REFNIL)
+    luaL_unref(L, LUA_REGISTRYINDEX, *ref);
+  *ref = LUA_NOREF;
+}
+
+static void set_ref_string(lua_State *L, int *ref, const void *p, size_t n) {
+  unref(L, ref);
+  lua_pushlstring(L, (const char *)p, n);
+  *ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+static void push_ref(lua_State *L, int ref) {
+  if (ref == LUA_NOREF || ref == LUA_REFNIL)
+    lua_pushnil(L);
+  else
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+}
+
+/* Pushes {name1, value1, name2, value2, ...} of a parsed head. */
+static void push_header_list(lua_State *L, const wsuv_http_head_t *h) {
+  lua_createtable(L, (int)(h->num_headers * 2), 0);
+  for (size_t i = 0; i < h->num_headers; i++) {
+    lua_pushlstring(L, h->headers[i].name, h->headers[i].name_len);
+    lua_rawseti(L, -2, (int)(2 * i + 1));
+    lua_pushlstring(L, h->headers[i].value, h->headers[i].value_len);
+    lua_rawseti(L, -2, (int)(2 * i + 2));
+  }
+}
+
+/* Client: {status, reason, headers, body} of the server's response. */
+static void push_response(lua_State *L, wsuv_tconn_t *c) {
+  lua_createtable(L, 0, 4);
+  lua_pushinteger(L, c->http.status);
+  lua_setfield(L, -2, "status");
+  lua_pushlstring(L, c->http.reason ? c->http.reason : "", c->http.reason_len);
+  lua_setfield(L, -2, "reason");
+  push_header_list(L, &c->http);
+  lua_setfield(L, -2, "headers");
+  size_t body = c->head_len > c->head_parsed ? c->head_len - c->head_parsed : 0;
+  if (c->http.status == 101) body = 0;
+  lua_pushlstring(L, c->head + c->head_parsed, body);
+  lua_setfield(L, -2, "body");
+}
+
+/* ---- Hooks from the transport ------------------------------------------ */
+
+static void hook_event(wsuv_tconn_t *c, const wsuv_event_t *ev) {
+  wsuv_lconn_t *b = c->obj.data;
+  if (!b || b->ll->closed) return;
+  lua_State *L = b->ll->L;
+  switch (ev->type) {
+  case WSUV_EV_TEXT:
+  case WSUV_EV_BINARY: {
+    if (b->queue == LUA_NOREF) {
+      lua_newtable(L);
+      b->queue = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, b->queue);
+    lua_pushlstring(L, (const char *)ev->data, ev->len);
+    lua_rawseti(L, -2, b->qtail++);
+    int flags =
+        (ev->type == WSUV_EV_TEXT ? FLAG_TEXT : 0) | (ev->fin ? FLAG_FIN : 0);
+    lua_pushinteger(L, flags);
+    lua_rawseti(L, -2, b->qtail++);
+    lua_pop(L, 1);
+    break;
+  }
+  case WSUV_EV_PONG:
+    set_ref_string(L, &b->pong, ev->data, ev->len);
+    b->pongs++;
+    break;
+  case WSUV_EV_CLOSE:
+    b->close_code = ev->close_code;
+    set_ref_string(L, &b->close_reason, ev->data, ev->len);
+    break;
+  default:
+    break;
+  }
+}
+
+/* The close code of a connection that ended without the peer's close. */
+static int failure_code(int err, int ws_code) {
+  if (err <= -30000 && err != WSUV_ECLOSED && err != WSUV_EHANDSHAKE)
+    return wsuv_err_close_code(err);
+  return ws_code ? ws_code : 1006;
+}
+
+static void capture_final(lua_State *L, wsuv_lconn_t *b, wsuv_tconn_t *c) {
+  b->error = c->error;
+  if (c->why) set_ref_string(L, &b->why, c->why, strlen(c->why));
+  if (!b->close_code) {
+    b->close_code = failure_code(c->error, c->ws_inited ? c->ws.close_code : 0);
+    const char *r = c->why ? c->why : "connection closed";
+    set_ref_string(L, &b->close_reason, r, strlen(r));
+  }
+  if (c->role == WSUV_ROLE_CLIENT && c->head_parsed && b->info == LUA_NOREF) {
+    push_response(L, c);
+    b->info = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+}
+
+/* The object's waiters must still learn that it is gone: its anchor moves
+ * to the loop's woken list, which the next core.ready() hands out (and
+ * releases). */
+static void wake_freed(wsuv_lloop_t *ll, int *anchor) {
+  if (ll->nwoken == ll->woken_cap) {
+    size_t cap = ll->woken_cap ? ll->woken_cap * 2 : 16;
+    int *w = realloc(ll->woken, cap * sizeof(*w));
+    if (!w) {
+      unref(ll->L, anchor);
+      return;
+    }
+    ll->woken = w;
+    ll->woken_cap = cap;
+  }
+  ll->woken[ll->nwoken++] = *anchor;
+  *anchor = LUA_NOREF;
+}
+
+static void hook_freed(wsuv_obj_t *o) {
+  if (!o->data) return;
+  if (o->kind == WSUV_OBJ_SERVER) {
+    wsuv_lserver_t *b = o->data;
+    b->s = NULL;
+    if (!b->ll->closed) wake_freed(b->ll, &b->anchor);
+    return;
+  }
+  wsuv_lconn_t *b = o->data;
+  wsuv_tconn_t *c = (wsuv_tconn_t *)o;
+  b->c = NULL;
+  if (b->ll->closed) return;
+  capture_final(b->ll->L, b, c);
+  wake_freed(b->ll, &b->anchor);
+}
+
+void wsuv__lua_hooks(wsuv_hooks_t *h) {
+  h->event = hook_event;
+  h->freed = hook_freed;
+}
+
+/* ---- Connections ------------------------------------------------------- */
+
+wsuv_lconn_t *wsuv__lua_new_conn(lua_State *L, wsuv_lloop_t *ll,
+                                 wsuv_tconn_t *c) {
+  wsuv_lconn_t *b = lua_newuserdata(L, sizeof(*b));
+  memset(b, 0, sizeof(*b));
+  b->c = c;
+  b->ll = ll;
+  b->queue = b->close_reason = b->why = b->info = b->pong = LUA_NOREF;
+  b->qhead = b->qtail = 1;
+  b->role = c->role;
+  b->stream = (uint8_t)c->lim.stream;
+  luaL_setmetatable(L, WSUV_CONN_MT);
+  lua_pushvalue(L, -1);
+  b->anchor = luaL_ref(L, LUA_REGISTRYINDEX);
+  c->obj.data = b;
+  return b;
+}
+
+/* Whether the connection will deliver no more messages. */
+static int conn_done(wsuv_lconn_t *b) {
+  wsuv_tconn_t *c = b->c;
+  if (!c) return 1;
+  if (c->phase < WSUV_PHASE_OPEN) return 0;
+  return !c->ws_inited || c->ws.state == WSUV_STATE_CLOSED;
+}
+
+static int push_closed(lua_State *L, wsuv_lconn_t *b) {
+  wsuv_tconn_t *c = b->c;
+  int code = b->close_code;
+  lua_pushnil(L);
+  lua_pushliteral(L, "closed");
+  if (!code && c)
+    code = failure_code(c->error, c->ws_inited ? c->ws.close_code : 0);
+  lua_pushinteger(L, code ? code : 1006);
+  if (b->close_reason != LUA_NOREF)
+    push_ref(L, b->close_reason);
+  else if (c && c->why)
+    lua_pushstring(L, c->why);
+  else
+    lua_pushliteral(L, "");
+  return 4;
+}
+
+/* data, kind[, fin] | nil, "again" | nil, "closed", code, reason */
+static int l_conn_try_receive(lua_State *L) {
+  wsuv_lconn_t *b = check_conn(L);
+  if (b->qhead < b->qtail) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, b->queue);
+    lua_rawgeti(L, -1, b->qhead);
+    lua_rawgeti(L, -2, b->qhead + 1);
+    int flags = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    lua_rawseti(L, -3, b->qhead);
+    lua_pushnil(L);
+    lua_rawseti(L, -3, b->qhead + 1);
+    b->qhead += 2;
+    if (b->qhead == b->qtail) b->qhead = b->qtail = 1;
+    size_t len = lua_rawlen(L, -1);
+    if (b->c) wsuv__consumed(b->c, len);
+    if (flags & FLAG_TEXT)
+      lua_pushliteral(L, "text");
+    else
+      lua_pushliteral(L, "binary");
+    if (b->stream) {
+      lua_pushboolean(L, flags & FLAG_FIN);
+      return 3;
+    }
+    return 2;
+  }
+  if (conn_done(b)) return push_closed(L, b);
+  lua_pushnil(L);
+  lua_pushliteral(L, "again");
+  return 2;
+}
+
+int wsuv__lua_push_error(lua_State *L, int err, const char *msg) {
+  lua_pushnil(L);
+  if (msg)
+    lua_pushstring(L, msg);
+  else
+    lua_pushstring(L, err <= -30000 ? wsuv_strerror(err) : uv_strerror(err));
+  lua_pushstring(L, err <= -30000 ? wsuv_err_name(err) : uv_err_name(err));
+  return 3;
+}
+
+typedef struct {
+  wsuv_pin_t base;
+  lua_State *L;
+  wsuv_lloop_t *ll;
+  int ref;
+} lpin_t;
+
+static void pin_release(wsuv_pin_t *p) {
+  lpin_t *pin = (lpin_t *)p;
+  if (!pin->ll->closed) luaL_unref(pin->ll->L, LUA_REGISTRYINDEX, pin->ref);
+  free(pin);
+}
+
+/* Pins the string at idx for the write queue; refs start at 1 (ours). */
+static lpin_t *pin_string(lua_State *L, wsuv_lloop_t *ll, int idx) {
+  lpin_t *pin = malloc(sizeof(*pin));
+  if (!pin) return NULL;
+  pin->base.refs = 1;
+  pin->base.release = pin_release;
+  pin->ll = ll;
+  lua_pushvalue(L, idx);
+  pin->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return pin;
+}
+
+static void pin_drop(lpin_t *pin) {
+  if (pin && --pin->base.refs == 0) pin->base.release(&pin->base);
+}
+
+static unsigned check_opcode(lua_State *L, int idx) {
+  static const char *const names[] = {"text", "binary", "continuation",
+                                      "ping", "pong",   NULL};
+  static const unsigned codes[] = {WSUV_OP_TEXT, WSUV_OP_BINARY, WSUV_OP_CONT,
+                                   WSUV_OP_PING, WSUV_OP_PONG};
+  return codes[luaL_checkoption(L, idx, "text", names)];
+}
+
+static int send_error(lua_State *L, int err) {
+  if (err == WSUV_EBUFFULL) return wsuv__lua_push_error(L, err, "buffer full");
+  if (err == WSUV_ECLOSED) return wsuv__lua_push_error(L, err, "closed");
+  return wsuv__lua_push_error(L, err, NULL);
+}
+
+/* conn:send(data, kind, fin) -> true | nil, msg, code */
+static int l_conn_send(lua_State *L) {
+  wsuv_lconn_t *b = check_conn(L);
+  size_t len;
+  const char *data = luaL_checklstring(L, 2, &len);
+  unsigned opcode = check_opcode(L, 3);
+  int fin = lua_isnoneornil(L, 4) || lua_toboolean(L, 4);
+  if (!b->c) return send_error(L, WSUV_ECLOSED);
+  if (opcode == WSUV_OP_TEXT && fin &&
+      !wsuv_utf8_valid((const uint8_t *)data, len))
+    return luaL_argerror(L, 2, "text is not valid UTF-8");
+  lpin_t *pin = NULL;
+  if (b->role == WSUV_ROLE_SERVER && len >= 4096) pin = pin_string(L, b->ll, 2);
+  int err = wsuv__send(b->c, opcode, fin ? WSUV_FIN : 0, (const uint8_t *)data,
+                       len, pin ? &pin->base : NULL);
+  pin_drop(pin);
+  if (err) return send_error(L, err);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* conn:queued() -> bytes queued, high water mark, limit */
+static int l_conn_queued(lua_State *L) {
+  wsuv_lconn_t *b = check_conn(L);
+  wsuv_tconn_t *c = b->c;
+  lua_pushinteger(L, c ? (lua_Integer)c->queued : 0);
+  lua_pushinteger(L, c ? (lua_Integer)c->lim.high_water : 0);
+  lua_pushinteger(L, c ? (lua_Integer)c->lim.max_queued : 0);
+  return 3;
+}
+
+/* conn:close([code[, reason]]) -> true | nil, msg, code */
+static int l_conn_close(lua_State *L) {
+  wsuv_lconn_t *b = check_conn(L);
+  int code = (int)luaL_optinteger(L, 2, 1000);
+  size_t len = 0;
+  const char *reason = luaL_optlstring(L, 3, "", &len);
+  if (!b->c) return send_error(L, WSUV_ECLOSED);
+  int err = wsuv__close(b->c, code, reason, len);
+  if (err == WSUV_EINVAL)
+    return luaL_error(L, "close: invalid code %d or reason", code);
+  if (err) return send_error(L, err);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* conn:abort() closes the socket at once. Also __gc and __close. */
+static int l_conn_abort(lua_State *L) {
+  wsuv_lconn_t *b = check_conn(L);
+  if (b->c) wsuv__abort(b->c, WSUV_ECLOSED, "aborted");
+  return 0;
+}
+
+static int l_conn_gc(lua_State *L) {
+  wsuv_lconn_t *b = luaL_checkudata(L, 1, WSUV_CONN_MT);
+  if (b->c) return 0; /* Anchored while open; cannot happen. */
+  unref(L, &b->queue);
+  unref(L, &b->close_reason);
+  unref(L, &b->why);
+  unref(L, &b->info);
+  unref(L, &b->pong);
+  return 0;
+}
+
+/* conn:state() -> phase, error message, error name */
+static int l_conn_state(lua_State *L) {
+  wsuv_lconn_t *b = check_conn(L);
+  wsuv_tconn_t *c = b->c;
+  int err = c ? c->error : b->error;
+  const char *phase = c ? phase_names[c->phase] : "closed";
+  if (c && c->phase == WSUV_PHASE_OPEN && c->ws_inited &&
+      c->ws.state != WSUV_STATE_OPEN)
+    phase = "closing";
+  lua_pushstring(L, phase);
+  if (!err) return 1;
+  if (c && c->why)
+    lua_pushstring(L, c->why);
+  else if (!c && b->why != LUA_NOREF)
+    push_ref(L, b->why);
+  else
+    lua_pushstring(L, err <= -30000 ? wsuv_strerror(err) : uv_strerror(err));
+  lua_pushstring(L, err <= -30000 ? wsuv_err_name(err) : uv_err_name(err));
+  return 3;
+}
+
+static int l_conn_peer(lua_State *L) {
+  wsuv_lconn_t *b = check_conn(L);
+  char ip[64];
+  int port = b->c ? wsuv__peer(b->c, ip, sizeof(ip)) : -1;
+  if (port < 0) return 0;
+  lua_pushstring(L, ip);
+  lua_pushinteger(L, port);
+  return 2;
+}
+
+static int l_conn_protocol(lua_State *L) {
+  wsuv_lconn_t *b = check_conn(L);
+  if (!b->c || !b->c->protocol) return 0;
+  lua_pushstring(L, b->c->protocol);
+  return 1;
+}
+
+/* Server side, before the upgrade: method, target, minor, header list. */
+static int l_conn_request(lua_State *L) {
+  wsuv_lconn_t *b = check_conn(L);
+  wsuv_tconn_t *c = b->c;
+  if (!c || c->role != WSUV_ROLE_SERVER || !c->head_parsed) return 0;
+  lua_pushlstring(L, c->http.method, c->http.method_len);
+  lua_pushlstring(L, c->http.target, c->http.target_len);
+  lua_pushinteger(L, c->http.version_minor);
+  push_header_list(L, &c->http);
+  const char *key = NULL, *why = NULL;
+  size_t key_len = 0;
+  int st = wsuv_handshake_check_request(&c->http, &key, &key_len, &why);
+  if (st == 0)
+    lua_pushboolean(L, 1);
+  else if (st == WSUV_ENOTUPGRADE)
+    lua_pushboolean(L, 0);
+  else
+    lua_pushinteger(L, st);
+  lua_pushstring(L, why ? why : "");
+  return 6;
+}
+
+/* Client side: the server's response table, also after a refusal. */
+static int l_conn_response(lua_State *L) {
+  wsuv_lconn_t *b = check_conn(L);
+  wsuv_tconn_t *c = b->c;
+  if (b->info != LUA_NOREF) {
+    push_ref(L, b->info);
+    return 1;
+  }
+  if (!c || c->role != WSUV_ROLE_CLIENT || !c->head_parsed) return 0;
+  push_response(L, c);
+  return 1;
+}
+
+static void check_headers(lua_State *L, int idx, wsuv_header_t *h, size_t *n) {
+  size_t cap = *n;
+  *n = 0;
+  if (lua_isnoneornil(L, idx)) return;
+  luaL_checktype(L, idx, LUA_TTABLE);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    if (*n == cap) luaL_error(L, "too many headers");
+    if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
+      luaL_error(L, "headers must map strings to strings");
+    h[*n].name = lua_tolstring(L, -2, &h[*n].name_len);
+    h[*n].value = lua_tolstring(L, -1, &h[*n].value_len);
+    (*n)++;
+    lua_pop(L, 1);
+  }
+}
+
+/* conn:accept([protocol[, extensions[, headers]]]) -> true | nil, msg */
+static int l_conn_accept(lua_State *L) {
+  wsuv_lconn_t *b = check_conn(L);
+  const char *protocol = luaL_optstring(L, 2, NULL);
+  const char *extensions = luaL_optstring(L, 3, NULL);
+  wsuv_header_t extra[32];
+  size_t n = 32;
+  check_headers(L, 4, extra, &n);
+  if (!b->c) return send_error(L, WSUV_ECLOSED);
+  int err = wsuv__accept(b->c, protocol, extensions, extra, n);
+  if (err == WSUV_EINVAL)
+    return luaL_error(L, "accept: invalid protocol or header");
+  if (err) return wsuv__lua_push_error(L, err, NULL);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* conn:respond(status[, headers[, body]]) -> true | nil, msg */
+static int l_conn_respond(lua_State *L) {
+  wsuv_lconn_t *b = check_conn(L);
+  int status = (int)luaL_checkinteger(L, 2);
+  wsuv_header_t extra[32];
+  size_t n = 32, body_len = 0;
+  check_headers(L, 3, extra, &n);
+  const char *body = luaL_optlstring(L, 4, "", &body_len);
+  if (status < 100 || status > 999)
+    return luaL_argerror(L, 2, "HTTP status out of range");
+  if (!b->c) return send_error(L, WSUV_ECLOSED);
+  int err = wsuv__respond(b->c, status, extra, n, body, body_len);
+  if (err == WSUV_EINVAL) return luaL_error(L, "respond: invalid header");
+  if (err) return wsuv__lua_push_error(L, err, NULL);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* conn:pongs() -> count of pongs received, last pong payload */
+static int l_conn_pongs(lua_State *L) {
+  wsuv_lconn_t *b = check_conn(L);
+  lua_pushinteger(L, (lua_Integer)b->pongs);
+  push_ref(L, b->pong);
+  return 2;
+}
+
+static int l_conn_tostring(lua_State *L) {
+  wsuv_lconn_t *b = luaL_checkudata(L, 1, WSUV_CONN_MT);
+  wsuv_tconn_t *c = b->c;
+  char ip[64] = "?";
+  int port = c ? wsuv__peer(c, ip, sizeof(ip)) : -1;
+  const char *phase = c ? phase_names[c->phase] : "closed";
+  if (port >= 0)
+    lua_pushfstring(L, "wsuv.conn{state=%s; peer=%s:%d; proto=\"%s\"}", phase,
+                    ip, port, c && c->protocol ? c->protocol : "");
+  else
+    lua_pushfstring(L, "wsuv.conn{state=%s}", phase);
+  return 1;
+}
+
+/* ---- Options ----------------------------------------------------------- */
+
+static uint64_t opt_u64(lua_State *L, int idx, const char *k, uint64_t def) {
+  lua_getfield(L, idx, k);
+  uint64_t v = def;
+  if (!lua_isnil(L, -1)) {
+    lua_Number n = lua_tonumber(L, -1);
+    if (!lua_isnumber(L, -1) || n < 0)
+      luaL_error(L, "option '%s' must be a non-negative number", k);
+    v = (uint64_t)n;
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+/* Timeouts are given in seconds and kept in milliseconds. */
+static uint64_t opt_ms(lua_State *L, int idx, const char *k) {
+  lua_getfield(L, idx, k);
+  uint64_t v = 0;
+  if (!lua_isnil(L, -1)) {
+    lua_Number n = lua_tonumber(L, -1);
+    if (!lua_isnumber(L, -1) || n < 0)
+      luaL_error(L, "option '%s' must be a non-negative number", k);
+    v = (uint64_t)(n * 1000.0 + 0.5);
+    if (v == 0 && n > 0) v = 1;
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+static const char *opt_str(lua_State *L, int idx, const char *k) {
+  lua_getfield(L, idx, k);
+  const char *s = NULL;
+  if (!lua_isnil(L, -1)) {
+    s = lua_tostring(L, -1);
+    if (!s || lua_type(L, -1) != LUA_TSTRING)
+      luaL_error(L, "option '%s' must be a string", k);
+  }
+  lua_pop(L, 1); /* Still referenced by the options table. */
+  return s;
+}
+
+static void read_limits(lua_State *L, int idx, wsuv_limits_t *lim) {
+  memset(lim, 0, sizeof(*lim));
+  if (lua_isnoneornil(L, idx)) return;
+  lim->max_message = opt_u64(L, idx, "max_message", 0);
+  lim->max_frame = opt_u64(L, idx, "max_frame", 0);
+  lim->max_head = (size_t)opt_u64(L, idx, "max_head", 0);
+  lim->max_queued = (size_t)opt_u64(L, idx, "max_queued", 0);
+  lim->high_water = (size_t)opt_u64(L, idx, "high_water", 0);
+  lim->recv_high = (size_t)opt_u64(L, idx, "max_unread", 0);
+  lim->connect_timeout = opt_ms(L, idx, "connect_timeout");
+  lim->handshake_timeout = opt_ms(L, idx, "handshake_timeout");
+  lim->close_timeout = opt_ms(L, idx, "close_timeout");
+  lim->ping_interval = opt_ms(L, idx, "ping_interval");
+  lim->ping_timeout = opt_ms(L, idx, "ping_timeout");
+  lim->idle_timeout = opt_ms(L, idx, "idle_timeout");
+  lua_getfield(L, idx, "stream");
+  lim->stream = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+}
+
+/* core.connect(host, port, opts) -> conn | nil, msg, code
+ * opts: host_header, target, origin, protocols, extensions, headers, and
+ * the limits of read_limits. */
+int wsuv__lua_connect(lua_State *L) {
+  wsuv_lloop_t *ll = wsuv__lua_loop(L);
+  const char *host = luaL_checkstring(L, 1);
+  int port = (int)luaL_checkinteger(L, 2);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  wsuv_limits_t lim;
+  read_limits(L, 3, &lim);
+  wsuv_client_request_t req = {
+      .host = opt_str(L, 3, "host_header"),
+      .target = opt_str(L, 3, "target"),
+      .origin = opt_str(L, 3, "origin"),
+      .protocols = opt_str(L, 3, "protocols"),
+      .extensions = opt_str(L, 3, "extensions"),
+  };
+  if (!req.host) req.host = host;
+  if (!req.target) req.target = "/";
+  wsuv_header_t extra[32];
+  size_t n = 32;
+  lua_getfield(L, 3, "headers");
+  check_headers(L, lua_gettop(L), extra, &n);
+  req.headers = extra;
+  req.num_headers = n;
+  if (port <= 0 || port > 65535)
+    return luaL_argerror(L, 2, "port out of range");
+  wsuv_tconn_t *c = NULL;
+  int err = wsuv__connect(&ll->loop, host, port, &req, &lim, &c);
+  lua_pop(L, 1);
+  if (err == WSUV_EINVAL)
+    return luaL_error(L, "connect: invalid header or option value");
+  if (err) return wsuv__lua_push_error(L, err, NULL);
+  wsuv__lua_new_conn(L, ll, c);
+  return 1;
+}
+
+/* ---- Servers ----------------------------------------------------------- */
+
+/* core.listen(host, port, opts) -> server | nil, msg, code */
+int wsuv__lua_listen(lua_State *L) {
+  wsuv_lloop_t *ll = wsuv__lua_loop(L);
+  const char *host = luaL_checkstring(L, 1);
+  int port = (int)luaL_checkinteger(L, 2);
+  if (port < 0 || port > 65535) return luaL_argerror(L, 2, "port out of range");
+  wsuv_server_opts_t opts;
+  memset(&opts, 0, sizeof(opts));
+  if (!lua_isnoneornil(L, 3)) {
+    luaL_checktype(L, 3, LUA_TTABLE);
+    read_limits(L, 3, &opts.lim);
+    opts.max_pending = (size_t)opt_u64(L, 3, "max_pending", 0);
+  }
+  wsuv_tserver_t *s = NULL;
+  int err = wsuv__listen(&ll->loop, host, port, &opts, &s);
+  if (err) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "listen: %s", uv_strerror(err));
+    lua_pushstring(L, uv_err_name(err));
+    return 3;
+  }
+  wsuv_lserver_t *b = lua_newuserdata(L, sizeof(*b));
+  memset(b, 0, sizeof(*b));
+  b->s = s;
+  b->ll = ll;
+  b->port = wsuv__server_port(s);
+  luaL_setmetatable(L, WSUV_SERVER_MT);
+  lua_pushvalue(L, -1);
+  b->anchor = luaL_ref(L, LUA_REGISTRYINDEX);
+  s->obj.data = b;
+  return 1;
+}
+
+/* server:try_accept() -> conn in state "request", or nil */
+static int l_server_try_accept(lua_State *L) {
+  wsuv_lserver_t *b = check_server(L);
+  if (!b->s) return 0;
+  wsuv_tconn_t *c = wsuv__server_pop(b->s);
+  if (!c) return 0;
+  wsuv__lua_new_conn(L, b->ll, c);
+  return 1;
+}
+
+static int l_server_port(lua_State *L) {
+  wsuv_lserver_t *b = check_server(L);
+  lua_pushinteger(L, b->port);
+  return 1;
+}
+
+/* server:stop() stops listening; connections stay (Lua closes them). */
+static int l_server_stop(lua_State *L) {
+  wsuv_lserver_t *b = check_server(L);
+  if (b->s) wsuv__server_close(b->s);
+  return 0;
+}
+
+static int l_server_closed(lua_State *L) {
+  wsuv_lserver_t *b = check_server(L);
+  lua_pushboolean(L, !b->s || b->s->closed);
+  return 1;
+}
+
+/* server:broadcast(data[, kind[, policy]]) -> sent, skipped
+ * The payload is pinned once and shared by every receiver's write. */
+static int l_server_broadcast(lua_State *L) {
+  wsuv_lserver_t *b = check_server(L);
+  size_t len;
+  const char *data = luaL_checklstring(L, 2, &len);
+  unsigned opcode = check_opcode(L, 3);
+  int close_slow = lua_toboolean(L, 4);
+  if (opcode != WSUV_OP_TEXT && opcode != WSUV_OP_BINARY)
+    return luaL_argerror(L, 3, "text or binary");
+  if (opcode == WSUV_OP_TEXT && !wsuv_utf8_valid((const uint8_t *)data, len))
+    return luaL_argerror(L, 2, "text is not valid UTF-8");
+  lua_Integer sent = 0, skipped = 0;
+  lpin_t *pin = len >= 4096 ? pin_string(L, b->ll, 2) : NULL;
+  wsuv_tconn_t *next;
+  for (wsuv_tconn_t *c = b->ll->loop.conns; c; c = next) {
+    next = c->next;
+    if (!b->s || c->server != b->s || c->phase != WSUV_PHASE_OPEN ||
+        !c->obj.data)
+      continue;
+    int err = wsuv__send(c, opcode, WSUV_FIN, (const uint8_t *)data, len,
+                         pin ? &pin->base : NULL);
+    if (err == 0) {
+      sent++;
+      continue;
+    }
+    skipped++;
+    if (err == WSUV_EBUFFULL && close_slow)
+      wsuv__abort(c, WSUV_EBUFFULL, "send buffer full");
+  }
+  pin_drop(pin);
+  lua_pushinteger(L, sent);
+  lua_pushinteger(L, skipped);
+  return 2;
+}
+
+/* server:clients() -> array of open connections */
+static int l_server_clients(lua_State *L) {
+  wsuv_lserver_t *b = check_server(L);
+  lua_newtable(L);
+  int i = 1;
+  for (wsuv_tconn_t *c = b->ll->loop.conns; c && b->s; c = c->next) {
+    wsuv_lconn_t *cb = c->obj.data;
+    if (c->server != b->s || c->phase != WSUV_PHASE_OPEN || !cb) continue;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, cb->anchor);
+    lua_rawseti(L, -2, i++);
+  }
+  return 1;
+}
+
+static int l_server_tostring(lua_State *L) {
+  wsuv_lserver_t *b = luaL_checkudata(L, 1, WSUV_SERVER_MT);
+  lua_pushfstring(L, "wsuv.server{port=%d; %s}", b->port,
+                  b->s && !b->s->closed ? "listening" : "closed");
+  return 1;
+}
+
+static const luaL_Reg conn_methods[] = {{"try_receive", l_conn_try_receive},
+                                        {"send_frame", l_conn_send},
+                                        {"queued", l_conn_queued},
+                                        {"start_close", l_conn_close},
+                                        {"abort", l_conn_abort},
+                                        {"state", l_conn_state},
+                                        {"peer", l_conn_peer},
+                                        {"protocol", l_conn_protocol},
+                                        {"request_head", l_conn_request},
+                                        {"response", l_conn_response},
+                                        {"accept", l_conn_accept},
+                                        {"respond", l_conn_respond},
+                                        {"pongs", l_conn_pongs},
+                                        {NULL, NULL}};
+
+static const luaL_Reg server_methods[] = {{"try_accept", l_server_try_accept},
+                                          {"port", l_server_port},
+                                          {"stop", l_server_stop},
+                                          {"closed", l_server_closed},
+                                          {"broadcast", l_server_broadcast},
+                                          {"clients", l_server_clients},
+                                          {NULL, NULL}};
+
+static void new_class(lua_State *L, const char *name, const luaL_Reg *methods,
+                      lua_CFunction gc, lua_CFunction tostring) {
+  luaL_newmetatable(L, name);
+  lua_pushstring(L, name);
+  lua_setfield(L, -2, "__name");
+  lua_newtable(L);
+  luaL_setfuncs(L, methods, 0);
+  lua_setfield(L, -2, "__index");
+  if (gc) {
+    lua_pushcfunction(L, gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pushcfunction(L, tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pop(L, 1);
+}
+
+void wsuv__lua_conn_open(lua_State *L) {
+  new_class(L, WSUV_CONN_MT, conn_methods, l_conn_gc, l_conn_tostring);
+  new_class(L, WSUV_SERVER_MT, server_methods, NULL, l_server_tostring);
+}

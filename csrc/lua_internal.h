@@ -1,0 +1,56 @@
+/* lua_internal.h: shared by the binding's files (lua_*.c). */
+#ifndef WSUV_LUA_INTERNAL_H
+#define WSUV_LUA_INTERNAL_H
+
+#include "lua_compat.h"
+#include "uv_internal.h"
+
+#define WSUV_LOOP_MT   "wsuv.loop"
+#define WSUV_CONN_MT   "wsuv.conn"
+#define WSUV_SERVER_MT "wsuv.server"
+
+/* The loop lives inside its userdata, which the registry anchors. */
+typedef struct {
+  wsuv_loop_t loop;
+  lua_State *L; /* the thread inside the current call into the binding */
+  int closed;
+  int *woken; /* anchors of objects freed with news: ready() hands them */
+  size_t nwoken, woken_cap;
+} wsuv_lloop_t;
+
+/* Box of a connection: outlives the transport object, so a closed
+ * connection still answers with "closed", its code and reason. */
+typedef struct {
+  wsuv_tconn_t *c; /* NULL once the transport freed it */
+  wsuv_lloop_t *ll;
+  int anchor;       /* registry ref to this userdata while c lives */
+  int queue;        /* registry ref of the message queue table */
+  int qhead, qtail; /* queue[qhead..qtail) holds data, flags pairs */
+  int close_code;   /* final code once known, else 0 */
+  int close_reason; /* registry ref of the reason string */
+  int error;        /* uv/WSUV code of a failure */
+  int why;          /* registry ref of the failure message */
+  int info;         /* registry ref: client response table */
+  int pong;         /* registry ref of the last pong payload */
+  unsigned pongs;   /* pongs received */
+  wsuv_role_t role;
+  uint8_t stream;
+} wsuv_lconn_t;
+
+typedef struct {
+  wsuv_tserver_t *s;
+  wsuv_lloop_t *ll;
+  int anchor;
+  int port;
+} wsuv_lserver_t;
+
+wsuv_lloop_t *wsuv__lua_loop(lua_State *L);
+void wsuv__lua_hooks(wsuv_hooks_t *h);
+int wsuv__lua_push_error(lua_State *L, int err, const char *msg);
+void wsuv__lua_conn_open(lua_State *L);
+wsuv_lconn_t *wsuv__lua_new_conn(lua_State *L, wsuv_lloop_t *ll,
+                                 wsuv_tconn_t *c);
+int wsuv__lua_connect(lua_State *L);
+int wsuv__lua_listen(lua_State *L);
+
+#endif
