@@ -1,0 +1,122 @@
+-- wsuv.cli: the `wsuv` command-line client.
+--
+-- Design criteria: a tool for poking at a server by hand or from a script.
+-- `wsuv URL msg...` sends each message and prints what comes back; with no
+-- messages it sends each line of standard input. Replies are printed as they
+-- arrive while it waits (--wait seconds after each message).
+local wsuv = require "wsuv"
+
+local M = {}
+
+local usage = [[
+usage: wsuv [options] ws://host[:port]/path [message ...]
+  -p, --protocol NAME   offer a subprotocol (repeatable)
+  -H, --header "K: V"   add a request header (repeatable)
+  -w, --wait SECONDS    how long to wait for replies after each message (1)
+  -b, --binary          send messages as binary
+  -h, --help            this text
+With no message arguments, each line of standard input is sent.]]
+
+local function parse_args(args)
+  local o = { protocols = {}, headers = {}, messages = {}, wait = 1 }
+  local i = 1
+  while i <= #args do
+    local a = args[i]
+    if a == "-h" or a == "--help" then
+      o.help = true
+    elseif a == "-p" or a == "--protocol" then
+      i = i + 1
+      o.protocols[#o.protocols + 1] = args[i]
+    elseif a == "-H" or a == "--header" then
+      i = i + 1
+      local k, v = (args[i] or ""):match("^([^:]+):%s*(.*)$")
+      if not k then
+        return nil, "bad header: " .. tostring(args[i])
+      end
+      o.headers[k] = v
+    elseif a == "-w" or a == "--wait" then
+      i = i + 1
+      o.wait = tonumber(args[i])
+      if not o.wait then
+        return nil, "--wait needs a number"
+      end
+    elseif a == "-b" or a == "--binary" then
+      o.binary = true
+    elseif not o.url then
+      o.url = a
+    else
+      o.messages[#o.messages + 1] = a
+    end
+    i = i + 1
+  end
+  return o
+end
+
+local function drain(conn, wait, out)
+  local deadline = wsuv.now() + wait
+  while true do
+    local left = deadline - wsuv.now()
+    if left <= 0 then
+      return true
+    end
+    local msg, kind, code, reason = conn:receive(left)
+    if msg then
+      out:write(kind == "binary" and ("<binary %d bytes>"):format(#msg) or msg, "\n")
+      out:flush()
+    elseif kind == "closed" then
+      out:write(("closed by server: %s %s\n"):format(tostring(code), reason or ""))
+      return false
+    else
+      return true
+    end
+  end
+end
+
+-- Returns the process exit status.
+function M.main(args, stdin, stdout, stderr)
+  stdin, stdout, stderr = stdin or io.stdin, stdout or io.stdout, stderr or io.stderr
+  local o, err = parse_args(args or {})
+  if not o or o.help or not o.url then
+    stderr:write(err and (err .. "\n") or "", usage, "\n")
+    return (o and o.help) and 0 or 2
+  end
+  local conn, msg, code = wsuv.connect(o.url, {
+    protocols = #o.protocols > 0 and o.protocols or nil,
+    headers = o.headers,
+  })
+  if not conn then
+    stderr:write("wsuv: ", msg, " (", tostring(code), ")\n")
+    return 1
+  end
+  local kind = o.binary and "binary" or "text"
+  local open = true
+  local function send(m)
+    local ok, serr = conn:send(m, kind)
+    if not ok then
+      stderr:write("wsuv: send: ", serr, "\n")
+      return false
+    end
+    return drain(conn, o.wait, stdout)
+  end
+  if #o.messages > 0 then
+    for _, m in ipairs(o.messages) do
+      open = send(m)
+      if not open then
+        break
+      end
+    end
+  else
+    for line in stdin:lines() do
+      open = send(line)
+      if not open then
+        break
+      end
+    end
+  end
+  if open then
+    conn:close(1000, "bye")
+  end
+  return 0
+end
+
+return M

@@ -1,0 +1,270 @@
+-- wsuv.conn: the waiting methods of a connection.
+--
+-- Design criteria:
+-- * The C userdata is the connection: these methods are added to its
+--   method table, so a connection costs no Lua table of its own.
+-- * Each method loops over a non-blocking C primitive and waits through the
+--   scheduler (yield in a wsuv coroutine, run the loop elsewhere).
+-- * Expected failures return nil, message, code; misuse raises.
+-- * send never blocks a game loop: outside a wsuv coroutine it queues and
+--   reports "buffer full" past the limit; inside one it waits for the queue
+--   to drain below the high-water mark.
+local core = require "wsuv.core"
+local sched = require "wsuv.scheduler"
+
+local Conn = core.conn_methods
+local now = core.now
+
+local extras = setmetatable({}, { __mode = "k" }) -- conn -> request, data
+
+local function deadline_of(timeout)
+  if timeout == nil then
+    return nil
+  end
+  if type(timeout) ~= "number" or timeout < 0 then
+    error("timeout must be a non-negative number of seconds", 3)
+  end
+  return now() + timeout
+end
+
+local function closed_result(self)
+  local _, kind, code, reason = self:try_receive()
+  if kind == "closed" then
+    return nil, "closed", code, reason
+  end
+  return nil, "closed", 1006, ""
+end
+
+-- msg, kind = conn:receive([timeout])
+-- Returns the next message and "text" or "binary" (and, for a streaming
+-- connection, whether it is the message's last chunk); nil, "timeout",
+-- "ETIMEDOUT"; or nil, "closed", code, reason once closed. receive(0) polls.
+function Conn:receive(timeout)
+  local deadline = deadline_of(timeout)
+  while true do
+    local data, kind, a, b = self:try_receive()
+    if kind ~= "again" then
+      return data, kind, a, b
+    end
+    if timeout == 0 then
+      return nil, "timeout", "ETIMEDOUT"
+    end
+    local ok, err, code = sched.wait(self, deadline)
+    if not ok then
+      return nil, err, code
+    end
+  end
+end
+
+-- for msg, kind in conn:messages() do ... end: until the connection closes.
+function Conn:messages()
+  return function()
+    local data, kind, fin = self:receive()
+    if data then
+      return data, kind, fin
+    end
+  end
+end
+
+-- for msg, kind in conn:poll() do ... end: what has arrived, never waits.
+function Conn:poll()
+  return function()
+    local data, kind, fin = self:try_receive()
+    if data then
+      return data, kind, fin
+    end
+  end
+end
+
+local function wait_drain(self)
+  if not sched.in_scheduler() then
+    return true
+  end
+  while true do
+    local queued, high = self:queued()
+    if queued <= high then
+      return true
+    end
+    local st = self:state()
+    if st ~= "open" then
+      return closed_result(self)
+    end
+    sched.wait(self)
+  end
+end
+
+local function after_send(self)
+  if not sched.in_scheduler() then
+    core.flush() -- Nobody else will run the loop soon: write now.
+  end
+  return self
+end
+
+-- ok = conn:send(data[, kind]) with kind "text" (default) or "binary".
+-- Returns true, or nil, "buffer full" | "closed", code.
+function Conn:send(data, kind, opts)
+  if type(data) ~= "string" then
+    error("send: data must be a string, got " .. type(data), 2)
+  end
+  if kind ~= nil and kind ~= "text" and kind ~= "binary" then
+    error("send: kind must be \"text\" or \"binary\"", 2)
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    error("send: options must be a table", 2)
+  end
+  local ok, err, code = wait_drain(self)
+  if not ok then
+    return nil, err, code
+  end
+  ok, err, code = self:send_frame(data, kind or "text", true)
+  if not ok then
+    return nil, err, code
+  end
+  after_send(self)
+  return true
+end
+
+-- Streaming send: w = conn:writer([kind]); w:write(chunk) ...; w:finish([last])
+-- sends a message whose size is not known in advance, one frame per chunk.
+function Conn:writer(kind)
+  kind = kind or "binary"
+  if kind ~= "text" and kind ~= "binary" then
+    error("writer: kind must be \"text\" or \"binary\"", 2)
+  end
+  local conn, started, done = self, false, false
+  local w = {}
+  local function frame(chunk, fin)
+    if done then
+      error("writer: message already finished", 3)
+    end
+    if type(chunk) ~= "string" then
+      error("writer: chunk must be a string", 3)
+    end
+    local ok, err, code = wait_drain(conn)
+    if not ok then
+      return nil, err, code
+    end
+    ok, err, code = conn:send_frame(chunk, started and "continuation" or kind, fin)
+    if not ok then
+      return nil, err, code
+    end
+    started = true
+    done = fin
+    after_send(conn)
+    return true
+  end
+  function w.write(_, chunk)
+    return frame(chunk, false)
+  end
+  function w.finish(_, chunk)
+    return frame(chunk or "", true)
+  end
+  return w
+end
+
+-- rtt = conn:ping([data[, timeout]]): seconds until the matching pong.
+function Conn:ping(data, timeout)
+  if data == nil then
+    data = core.random(8)
+  elseif type(data) ~= "string" or #data > 125 then
+    error("ping: data must be a string of at most 125 bytes", 2)
+  end
+  local deadline = deadline_of(timeout or 30)
+  local t0 = now()
+  local ok, err, code = self:send_frame(data, "ping", true)
+  if not ok then
+    return nil, err, code
+  end
+  after_send(self)
+  while true do
+    local _, last = self:pongs()
+    if last == data then
+      return now() - t0
+    end
+    if self:state() ~= "open" then
+      return closed_result(self)
+    end
+    ok, err, code = sched.wait(self, deadline)
+    if not ok then
+      return nil, err, code
+    end
+  end
+end
+
+-- ok, code, reason = conn:close([code[, reason]]): runs the closing
+-- handshake (bounded by close_timeout) and returns the peer's code.
+function Conn:close(code, reason)
+  if code ~= nil and type(code) ~= "number" then
+    error("close: code must be a number", 2)
+  end
+  if reason ~= nil and type(reason) ~= "string" then
+    error("close: reason must be a string", 2)
+  end
+  local st = self:state()
+  if st == "request" then
+    self:respond(503, nil, "closed")
+  elseif st == "open" then
+    self:start_close(code or 1000, reason or "")
+  elseif st ~= "closed" and st ~= "closing" then
+    self:abort()
+  end
+  after_send(self)
+  while self:state() ~= "closed" do
+    sched.wait(self)
+  end
+  local _, _, pcode, preason = self:try_receive()
+  return true, pcode, preason
+end
+
+-- For Lua 5.4's `local conn <close> = ...`.
+core.conn_metatable.__close = function(self)
+  if self:state() ~= "closed" then
+    self:close()
+  end
+end
+
+-- request = conn:request(): the client's HTTP request (server side).
+function Conn:request()
+  local e = extras[self]
+  return e and e.request
+end
+
+-- t = conn:data(): a table for the application's own per-connection state.
+function Conn:data()
+  local e = extras[self]
+  if not e then
+    e = {}
+    extras[self] = e
+  end
+  e.data = e.data or {}
+  return e.data
+end
+
+local M = {}
+
+-- Internal: attach the request table built by the server.
+function M.set_request(conn, request)
+  local e = extras[conn]
+  if not e then
+    e = {}
+    extras[conn] = e
+  end
+  e.request = request
+end
+
+-- Waits until a client connection is open; returns conn or nil, msg, code,
+-- response (the server's refusal: status, reason, headers, body).
+function M.wait_open(c)
+  while true do
+    local st, msg, ename = c:state()
+    if st == "open" or st == "closing" then
+      return c
+    end
+    if st == "closed" then
+      return nil, msg or "connect: connection closed", ename or "ECLOSED", c:response()
+    end
+    sched.wait(c)
+  end
+end
+
+return M

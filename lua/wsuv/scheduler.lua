@@ -1,0 +1,274 @@
+-- wsuv.scheduler: coroutines over the libuv loop.
+--
+-- Design criteria:
+-- * Only Lua yields, and only coroutines this scheduler owns: a wait yields a
+--   private sentinel, so a user's own coroutine.wrap iterators never see it.
+-- * Outside an owned coroutine (the main chunk, a REPL, a foreign coroutine)
+--   a wait runs the loop itself until its object has news or its deadline
+--   passes. Blocking-style calls therefore work anywhere, and the other
+--   coroutines keep running meanwhile.
+-- * C never calls Lua code: after each pass of the loop, core.ready() lists
+--   the objects with news, and the waiters on them are resumed here.
+-- * An error in one coroutine is reported with its traceback and never stops
+--   the loop or the other coroutines.
+local core = require "wsuv.core"
+local compat = require "wsuv.compat"
+
+local M = {}
+
+local POLL = {} -- the sentinel a waiting coroutine yields
+-- A waiting coroutine must stay reachable from here: nothing else may hold
+-- it, and a collected waiter would be a silently lost connection.
+local owned = setmetatable({}, { __mode = "k" }) -- our coroutines
+local waiting = {} -- co -> token of its wait (strong)
+local waiters = setmetatable({}, { __mode = "k" }) -- obj -> { co = token }
+local sleepers = {} -- tokens with a deadline, unsorted
+local runnable = {} -- { co, args } to start or continue
+local notified = {} -- Lua objects with news (see M.notify)
+local live = 0 -- owned coroutines not finished
+
+M.now = core.now
+
+-- Reports an error from a coroutine; replace to log elsewhere.
+function M.on_error(co, err)
+  io.stderr:write("wsuv: error in coroutine: ", debug.traceback(co, tostring(err)), "\n")
+end
+
+local function finish(co)
+  owned[co] = nil
+  waiting[co] = nil
+  live = live - 1
+end
+
+local function resume(co, ...)
+  local ok, err = coroutine.resume(co, ...)
+  if not ok then
+    finish(co)
+    local rok, rerr = pcall(M.on_error, co, err)
+    if not rok then
+      io.stderr:write("wsuv: error handler failed: ", tostring(rerr), "\n")
+    end
+  elseif coroutine.status(co) == "dead" then
+    finish(co)
+  elseif err ~= POLL then
+    -- A plain coroutine.yield() inside a wsuv coroutine: run it again soon.
+    runnable[#runnable + 1] = { co, n = 0 }
+  end
+end
+
+-- Whether the running coroutine is one of ours (so a wait may yield).
+function M.in_scheduler()
+  local co, ismain = coroutine.running()
+  return co ~= nil and not ismain and owned[co] == true
+end
+
+local function wake(co, token, why)
+  if waiting[co] ~= token then
+    return
+  end
+  waiting[co] = nil
+  if token.obj then
+    local set = waiters[token.obj]
+    if set then
+      set[co] = nil
+    end
+  end
+  resume(co, why)
+end
+
+local function wake_obj(obj)
+  local set = waiters[obj]
+  if not set then
+    return
+  end
+  local list = {}
+  for co, token in pairs(set) do
+    list[#list + 1] = co
+    list[#list + 1] = token
+  end
+  for i = 1, #list, 2 do
+    wake(list[i], list[i + 1], "ready")
+  end
+end
+
+local function run_runnable()
+  while #runnable > 0 do
+    local batch = runnable
+    runnable = {}
+    for i = 1, #batch do
+      local r = batch[i]
+      resume(r[1], compat.unpack(r, 2, r.n + 1))
+    end
+  end
+end
+
+local function expire_sleepers(now)
+  local i = 1
+  while i <= #sleepers do
+    local token = sleepers[i]
+    if waiting[token.co] ~= token then
+      sleepers[i] = sleepers[#sleepers]
+      sleepers[#sleepers] = nil
+    elseif token.deadline <= now then
+      sleepers[i] = sleepers[#sleepers]
+      sleepers[#sleepers] = nil
+      wake(token.co, token, "timeout")
+    else
+      i = i + 1
+    end
+  end
+end
+
+local function next_deadline()
+  local d
+  for i = 1, #sleepers do
+    local t = sleepers[i]
+    if waiting[t.co] == t and (not d or t.deadline < d) then
+      d = t.deadline
+    end
+  end
+  return d
+end
+
+-- One pass: start runnable coroutines, run libuv once (at most until
+-- timeout seconds, nil = until something happens), resume the waiters of
+-- objects with news and of passed deadlines. Returns whether watch had news
+-- and whether libuv still has work.
+local function pass(timeout, watch, watch_deadline)
+  run_runnable()
+  local d = next_deadline()
+  if watch_deadline and (not d or watch_deadline < d) then
+    d = watch_deadline
+  end
+  if d then
+    local left = d - core.now()
+    if left < 0 then
+      left = 0
+    end
+    if not timeout or left < timeout then
+      timeout = left
+    end
+  end
+  if #notified > 0 then
+    timeout = 0
+  end
+  local alive = core.run(timeout)
+  local hit = false
+  local ready = core.ready()
+  if ready then
+    for i = 1, #ready do
+      local obj = ready[i]
+      if obj == watch then
+        hit = true
+      end
+      wake_obj(obj)
+    end
+  end
+  while #notified > 0 do
+    local list = notified
+    notified = {}
+    for i = 1, #list do
+      if list[i] == watch then
+        hit = true
+      end
+      wake_obj(list[i])
+    end
+  end
+  expire_sleepers(core.now())
+  run_runnable()
+  return hit, alive
+end
+
+-- Wakes whoever waits on a Lua-side object (a server's accept queue).
+function M.notify(obj)
+  notified[#notified + 1] = obj
+end
+
+-- Waits for news on obj (a connection, a server, or a notified table) or
+-- until deadline (absolute, M.now() seconds). Returns true, or nil,
+-- "timeout", "ETIMEDOUT". obj may be nil to just sleep.
+function M.wait(obj, deadline)
+  local co, ismain = coroutine.running()
+  if co and not ismain and owned[co] then
+    local token = { co = co, obj = obj, deadline = deadline }
+    waiting[co] = token
+    if obj then
+      local set = waiters[obj]
+      if not set then
+        set = {}
+        waiters[obj] = set
+      end
+      set[co] = token
+    end
+    if deadline then
+      sleepers[#sleepers + 1] = token
+    end
+    local why = coroutine.yield(POLL)
+    if why == "timeout" then
+      return nil, "timeout", "ETIMEDOUT"
+    end
+    return true
+  end
+  -- The main thread, a REPL or a foreign coroutine: drive the loop here.
+  while true do
+    local hit, alive = pass(nil, obj, deadline)
+    if hit then
+      return true
+    end
+    if deadline and core.now() >= deadline then
+      return nil, "timeout", "ETIMEDOUT"
+    end
+    if not alive and not deadline and #runnable == 0 and not next_deadline()
+        and #notified == 0 then
+      return nil, "nothing left that could wake this wait", "EDEADLK"
+    end
+  end
+end
+
+-- Starts fn(...) in a new coroutine on the next pass. Returns the coroutine.
+function M.spawn(fn, ...)
+  if type(fn) ~= "function" then
+    error("spawn: expected a function, got " .. type(fn), 2)
+  end
+  local co = coroutine.create(fn)
+  owned[co] = true
+  live = live + 1
+  runnable[#runnable + 1] = compat.pack(co, ...)
+  runnable[#runnable].n = select("#", ...)
+  return co
+end
+
+-- Sleeps for s seconds (yields in a coroutine, runs the loop elsewhere).
+function M.sleep(s)
+  if type(s) ~= "number" then
+    error("sleep: expected seconds, got " .. type(s), 2)
+  end
+  M.wait(nil, core.now() + s)
+end
+
+-- Runs ready work once without blocking longer than timeout (default 0):
+-- the per-frame call of a game loop.
+function M.step(timeout)
+  pass(timeout or 0)
+  return live
+end
+
+-- Runs until every spawned coroutine has finished. Returns true, or nil and
+-- a message when coroutines wait on something that can no longer happen.
+function M.run()
+  while live > 0 do
+    local _, alive = pass(nil)
+    if live > 0 and not alive and #runnable == 0 and not next_deadline()
+        and #notified == 0 then
+      return nil, ("%d coroutine(s) wait on something that cannot happen"):format(live)
+    end
+  end
+  return true
+end
+
+-- Number of spawned coroutines that have not finished.
+function M.count()
+  return live
+end
+
+return M

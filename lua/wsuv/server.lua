@@ -1,0 +1,283 @@
+-- wsuv.server: listeners, the opening handshake's policy, and fan-out.
+--
+-- Design criteria:
+-- * C parses and validates the request; every decision (path, origin,
+--   subprotocol, authentication, plain HTTP answers) is Lua, run in its own
+--   coroutine per request so a check may wait on another service.
+-- * One coroutine per connection: on_connect(conn) runs in the coroutine
+--   that accepted it, and the connection is closed when it returns.
+-- * broadcast encodes once and pins the payload once for every receiver.
+-- * close() is graceful and bounded: 1001 to every client, then wait.
+local core = require "wsuv.core"
+local sched = require "wsuv.scheduler"
+local url = require "wsuv.url"
+local conn_mod = require "wsuv.conn"
+
+local Server = {}
+Server.__index = Server
+Server.__name = "wsuv.server"
+
+local function lower_headers(list)
+  local map = {}
+  for i = 1, #list, 2 do
+    local name = list[i]:lower()
+    local value = list[i + 1]
+    map[name] = map[name] and (map[name] .. ", " .. value) or value
+  end
+  return map
+end
+
+local function tokens(value)
+  local out = {}
+  for tok in (value or ""):gmatch("[^,]+") do
+    tok = tok:match("^%s*(.-)%s*$")
+    if tok ~= "" then
+      out[#out + 1] = tok
+    end
+  end
+  return out
+end
+
+local function build_request(c)
+  local method, target, minor, list, upgrade, why = c:request_head()
+  local path, query = url.split_target(target)
+  local headers = lower_headers(list)
+  local ip, port = c:peer()
+  return {
+    method = method,
+    target = target,
+    path = path,
+    query = query,
+    version = "1." .. minor,
+    headers = headers,
+    header_list = list,
+    upgrade = upgrade == true,
+    refuse_status = type(upgrade) == "number" and upgrade or nil,
+    refuse_reason = why,
+    protocols = tokens(headers["sec-websocket-protocol"]),
+    origin = headers.origin,
+    remote_addr = ip,
+    remote_port = port,
+  }
+end
+
+local function choose_protocol(opts, req)
+  local p = opts.protocols
+  if p == nil then
+    return nil
+  end
+  if type(p) == "function" then
+    return p(req.protocols, req)
+  end
+  -- Our order is the preference; the client's list says what it speaks.
+  for _, ours in ipairs(p) do
+    for _, theirs in ipairs(req.protocols) do
+      if ours == theirs then
+        return ours
+      end
+    end
+  end
+  return nil
+end
+
+local function origin_allowed(opts, req)
+  local o = opts.origins
+  if o == nil then
+    return true
+  end
+  if type(o) == "function" then
+    return o(req.origin, req) and true or false
+  end
+  for _, allowed in ipairs(o) do
+    if allowed == req.origin then
+      return true
+    end
+  end
+  return false
+end
+
+local function respond(c, status, headers, body)
+  local ok = c:respond(status, headers, body or "")
+  return ok
+end
+
+local function run_handler(self, c)
+  local ok, err = xpcall(function()
+    return self.opts.on_connect(c)
+  end, debug.traceback)
+  if not ok then
+    io.stderr:write("wsuv: error in on_connect: ", tostring(err), "\n")
+    if c:state() == "open" then
+      c:close(1011, "internal error")
+    end
+    return
+  end
+  if c:state() ~= "closed" then
+    c:close(1000, "")
+  end
+end
+
+-- Decides one request; runs in its own coroutine.
+local function handle(self, c)
+  local opts = self.opts
+  local req = build_request(c)
+  conn_mod.set_request(c, req)
+  if not req.upgrade then
+    if req.refuse_status then
+      return respond(c, req.refuse_status, nil, req.refuse_reason .. "\n")
+    end
+    if opts.http then
+      local ok, status, headers, body = pcall(opts.http, req)
+      if not ok then
+        io.stderr:write("wsuv: error in http hook: ", tostring(status), "\n")
+        return respond(c, 500, nil, "internal error\n")
+      end
+      return respond(c, status or 200, headers, body)
+    end
+    return respond(c, 426, nil, "this is a WebSocket endpoint\n")
+  end
+  if opts.path and req.path ~= opts.path then
+    return respond(c, 404, nil, "not found\n")
+  end
+  if not origin_allowed(opts, req) then
+    return respond(c, 403, nil, "origin not allowed\n")
+  end
+  if opts.check then
+    local ok, allow, status, headers, body = pcall(opts.check, req)
+    if not ok then
+      io.stderr:write("wsuv: error in check hook: ", tostring(allow), "\n")
+      return respond(c, 500, nil, "internal error\n")
+    end
+    if not allow then
+      return respond(c, status or 403, headers, body or "forbidden\n")
+    end
+  end
+  local protocol = choose_protocol(opts, req)
+  local ok, err, code = c:accept(protocol, nil, opts.response_headers)
+  if not ok then
+    return nil, err, code
+  end
+  if opts.on_connect then
+    return run_handler(self, c)
+  end
+  local q = self.accepted
+  q[#q + 1] = c
+  sched.notify(self)
+end
+
+local function acceptor(self)
+  local s = self._s
+  while not s:closed() do
+    local c = s:try_accept()
+    if c then
+      sched.spawn(handle, self, c)
+    else
+      sched.wait(s)
+    end
+  end
+end
+
+local M = {}
+
+-- server = wsuv.listen{host, port, path, protocols, origins, check, http,
+-- on_connect, limits...} -> server | nil, msg, code
+function M.listen(opts)
+  if type(opts) ~= "table" then
+    error("listen: expected an options table", 2)
+  end
+  for _, k in ipairs({ "on_connect", "check", "http" }) do
+    if opts[k] ~= nil and type(opts[k]) ~= "function" then
+      error("listen: option '" .. k .. "' must be a function", 2)
+    end
+  end
+  if opts.tls then
+    return nil, "listen: TLS (wss://) is not supported yet", "ENOTSUP"
+  end
+  local s, err, code = core.listen(opts.host or "127.0.0.1", opts.port or 0, opts)
+  if not s then
+    return nil, err, code
+  end
+  local self = setmetatable({ _s = s, opts = opts, accepted = {} }, Server)
+  self.port = s:port()
+  self.host = opts.host or "127.0.0.1"
+  sched.spawn(acceptor, self)
+  return self
+end
+
+-- conn = server:accept([timeout]): next upgraded connection, when no
+-- on_connect handler is set. nil, "closed" once the server is closed.
+function Server:accept(timeout)
+  local deadline = timeout and sched.now() + timeout
+  while true do
+    local q = self.accepted
+    if #q > 0 then
+      return table.remove(q, 1)
+    end
+    if self._s:closed() then
+      return nil, "closed", "ECLOSED"
+    end
+    local ok, err, code = sched.wait(self, deadline)
+    if not ok then
+      return nil, err, code
+    end
+  end
+end
+
+-- sent, skipped = server:broadcast(data[, kind[, {close_slow = true}]])
+function Server:broadcast(data, kind, opts)
+  if type(data) ~= "string" then
+    error("broadcast: data must be a string", 2)
+  end
+  local sent, skipped = self._s:broadcast(data, kind or "text", opts and opts.close_slow)
+  if not sched.in_scheduler() then
+    core.flush()
+  end
+  return sent, skipped
+end
+
+-- for conn in server:clients() do ... end
+function Server:clients()
+  local list, i = self._s:clients(), 0
+  return function()
+    i = i + 1
+    return list[i]
+  end
+end
+
+-- server:close([timeout]): stop listening, close every client with 1001,
+-- and return once they are gone (or after timeout seconds, default 5).
+function Server:close(timeout)
+  local s = self._s
+  if not s:closed() then
+    s:stop()
+    sched.notify(s)
+    sched.notify(self)
+  end
+  local list = s:clients()
+  for _, c in ipairs(list) do
+    c:start_close(1001, "server closing")
+  end
+  for _, c in ipairs(self.accepted) do
+    c:start_close(1001, "server closing")
+  end
+  self.accepted = {}
+  core.flush()
+  local deadline = sched.now() + (timeout or 5)
+  for _, c in ipairs(list) do
+    while c:state() ~= "closed" do
+      local ok = sched.wait(c, deadline)
+      if not ok then
+        c:abort()
+        break
+      end
+    end
+  end
+  return true
+end
+
+function Server:__tostring()
+  return ("wsuv.server{host=%s; port=%d; %s}"):format(self.host, self.port,
+    self._s:closed() and "closed" or "listening")
+end
+
+return M
