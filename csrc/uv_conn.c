@@ -427,7 +427,8 @@ int wsuv__send(wsuv_tconn_t *c, unsigned opcode, unsigned flags,
     return c->phase > WSUV_PHASE_OPEN ? WSUV_ECLOSED : WSUV_ESTATE;
   if (len > c->lim.max_queued || c->queued > c->lim.max_queued - len)
     return WSUV_EBUFFULL;
-  queue_owed(c);
+  if (!c->defer_close)
+    queue_owed(c);
   uint8_t hdr[WSUV_MAX_FRAME_HEADER], key[4];
   ssize_t h = wsuv_conn_build_header(&c->ws, hdr, opcode, flags, len, key);
   if (h < 0) return (int)h;
@@ -460,6 +461,10 @@ int wsuv__send(wsuv_tconn_t *c, unsigned opcode, unsigned flags,
 }
 
 int wsuv__close(wsuv_tconn_t *c, int code, const char *reason, size_t len) {
+  if (c->defer_close) {
+    wsuv__release_close(c); /* The peer closed first: just answer. */
+    return 0;
+  }
   if (c->phase != WSUV_PHASE_OPEN) {
     if (c->phase < WSUV_PHASE_OPEN && c->tcp_open) {
       wsuv__abort(c, WSUV_ECLOSED, "closed before the handshake finished");
@@ -539,9 +544,42 @@ static void stop_reading(wsuv_tconn_t *c) {
 
 void wsuv__consumed(wsuv_tconn_t *c, size_t len) {
   c->recv_queued = len > c->recv_queued ? 0 : c->recv_queued - len;
+  if (c->recv_msgs)
+    c->recv_msgs--;
   if (!c->reading && c->tcp_open && c->phase >= WSUV_PHASE_OPEN &&
       c->recv_queued <= c->lim.recv_high / 2)
     start_reading(c);
+}
+
+void wsuv__release_close(wsuv_tconn_t *c) {
+  if (!c->defer_close || !c->tcp_open)
+    return;
+  c->defer_close = 0;
+  queue_owed(c);
+  /* RFC 6455 7.1.1: the server closes the TCP connection first; a client
+   * waits for it, bounded by the close timeout. A failed connection is
+   * closed by whichever side failed it. */
+  if (c->role == WSUV_ROLE_SERVER || c->error) {
+    finish(c);
+  } else {
+    c->phase = WSUV_PHASE_CLOSING;
+    c->deadline = wsuv__now(c->loop) + c->lim.close_timeout;
+    mark_dirty(c);
+  }
+}
+
+/* No more input will be processed: the peer closed, or broke the protocol.
+ * Messages before that are still owed an answer, so the close frame waits
+ * until Lua has read them (bounded by the close timeout). */
+static void end_input(wsuv_tconn_t *c) {
+  c->defer_close = 1;
+  wsuv__ready(c->loop, &c->obj);
+  if (c->recv_msgs && c->obj.data) {
+    stop_reading(c);
+    c->deadline = wsuv__now(c->loop) + c->lim.close_timeout;
+    return;
+  }
+  wsuv__release_close(c);
 }
 
 static void feed_frames(wsuv_tconn_t *c, uint8_t *buf, size_t len) {
@@ -551,37 +589,34 @@ static void feed_frames(wsuv_tconn_t *c, uint8_t *buf, size_t len) {
     ssize_t n = wsuv_conn_feed(&c->ws, buf, len, &ev);
     if (n < 0) {
       set_errorf(c, (int)n, "receive", wsuv_strerror((int)n));
-      finish(c);
-      wsuv__ready(l, &c->obj);
+      end_input(c);
       return;
     }
     buf += n;
     len -= (size_t)n;
-    if (ev.type == WSUV_EV_NONE) break;
+    if (ev.type == WSUV_EV_NONE)
+      break;
     if (ev.type == WSUV_EV_TEXT || ev.type == WSUV_EV_BINARY) {
+      if (c->phase != WSUV_PHASE_OPEN && c->recv_queued > c->lim.recv_high)
+        continue; /* We are closing and nobody reads: drop. */
       c->recv_queued += ev.len;
+      c->recv_msgs++;
       c->last_activity = c->last_recv;
     } else if (ev.type == WSUV_EV_PONG) {
       c->ping_sent = 0;
     }
-    if (l->hooks.event) l->hooks.event(c, &ev);
+    if (l->hooks.event)
+      l->hooks.event(c, &ev);
     if (ev.type == WSUV_EV_CLOSE) {
-      /* RFC 6455 7.1.1: the server closes the TCP connection first; a
-       * client waits for it, bounded by the close timeout. */
-      queue_owed(c);
-      c->phase = WSUV_PHASE_CLOSING;
-      if (c->role == WSUV_ROLE_SERVER) {
-        finish(c);
-      } else {
-        c->deadline = wsuv__now(l) + c->lim.close_timeout;
-        mark_dirty(c);
-      }
-    } else if (ev.type == WSUV_EV_PING) {
-      queue_owed(c);
+      end_input(c);
+      return;
     }
+    if (ev.type == WSUV_EV_PING)
+      queue_owed(c);
     wsuv__ready(l, &c->obj);
   }
-  if (c->recv_queued > c->lim.recv_high && c->tcp_open)
+  if (c->recv_queued > c->lim.recv_high && c->tcp_open &&
+      c->phase == WSUV_PHASE_OPEN)
     stop_reading(c); /* Backpressure: nobody reads what we deliver. */
 }
 
@@ -1080,6 +1115,10 @@ void wsuv__server_close(wsuv_tserver_t *s) {
 /* ---- Deadlines --------------------------------------------------------- */
 
 static void sweep_conn(wsuv_tconn_t *c, uint64_t now) {
+  if (c->defer_close && c->deadline && now >= c->deadline) {
+    wsuv__release_close(c); /* Lua did not read in time. */
+    return;
+  }
   if (c->deadline && now >= c->deadline) {
     switch (c->phase) {
     case WSUV_PHASE_RESOLVING:

@@ -110,6 +110,8 @@ struct wsuv_tconn_s {
   uint8_t shutting;  /* 1: FIN after the queue drains; 2: FIN sent */
   uint8_t retry;     /* handle closing to try the next address */
   uint8_t ws_inited; /* ws holds protocol state (upgrade done) */
+  uint8_t defer_close; /* peer closed or failed; reply once Lua has read
+                          the messages that came before */
   int error;         /* uv or WSUV code of a failure, or 0 */
   char *why;         /* malloc'd explanation of error */
   wsuv_limits_t lim;
@@ -134,6 +136,7 @@ struct wsuv_tconn_s {
   size_t nsegs, segs_cap;
   size_t queued;      /* bytes not yet written to the socket */
   size_t recv_queued; /* bytes delivered to the binding, unread */
+  size_t recv_msgs; /* messages delivered, unread */
   /* Clock, in uv_now milliseconds. */
   uint64_t deadline; /* of the current phase, or 0 */
   uint64_t last_recv, last_activity, ping_sent;
@@ -187,8 +190,11 @@ int wsuv__accept(wsuv_tconn_t *c, const char *protocol, const char *extensions,
                  const wsuv_header_t *extra, size_t nextra);
 int wsuv__respond(wsuv_tconn_t *c, int status, const wsuv_header_t *extra,
                   size_t nextra, const char *body, size_t body_len);
-/* The binding consumed len bytes of delivered messages. */
+/* The binding consumed one delivered message of len bytes. */
 void wsuv__consumed(wsuv_tconn_t *c, size_t len);
+/* The binding has read every message that came before the peer's close or
+ * failure: send the close frame now. */
+void wsuv__release_close(wsuv_tconn_t *c);
 /* Peer address as text; returns port or -1. */
 int wsuv__peer(wsuv_tconn_t *c, char *ip, size_t ipcap);
 void wsuv__set_error(wsuv_tconn_t *c, int err, const char *why);

@@ -18,12 +18,13 @@ void wsuv_conn_free(wsuv_conn_t *c) {
   wsuv_parser_free(&c->parser);
 }
 
-/* Owes a close frame unless one was sent already. */
+/* Owes a close frame unless one was sent or owed already. Data frames may
+ * still go out until the caller takes it (RFC 6455 5.5.1 lets an endpoint
+ * finish sending its current message first). */
 static void owe_close(wsuv_conn_t *c, const uint8_t *payload, size_t len) {
-  if (c->close_sent) return;
+  if (c->close_sent || c->close_len) return;
   memcpy(c->close_payload, payload, len);
   c->close_len = (uint8_t)(len + 1);
-  c->close_sent = 1;
 }
 
 static void fail(wsuv_conn_t *c, int err) {
@@ -52,7 +53,7 @@ ssize_t wsuv_conn_feed(wsuv_conn_t *c, uint8_t *buf, size_t len,
   case WSUV_EV_PING:
     /* RFC 6455 5.5.3: a pong carries the ping's payload; answering only the
      * most recent ping is allowed. After we sent close, no pong is due. */
-    if (!c->close_sent) {
+    if (!c->close_sent && !c->close_len) {
       memcpy(c->pong, ev->data, ev->len);
       c->pong_len = (uint8_t)ev->len;
       c->pong_len_set = 1;
@@ -112,6 +113,7 @@ size_t wsuv_conn_take_output(wsuv_conn_t *c, uint8_t *out, size_t cap) {
     n += put_frame(c, out + n, WSUV_OP_CLOSE, c->close_payload,
                    (size_t)(c->close_len - 1));
     c->close_len = 0;
+    c->close_sent = 1;
     if (c->state == WSUV_STATE_OPEN) c->state = WSUV_STATE_CLOSING;
   }
   return n;
@@ -151,7 +153,7 @@ ssize_t wsuv_conn_build_header(wsuv_conn_t *c, uint8_t *out, unsigned opcode,
 int wsuv_conn_close(wsuv_conn_t *c, int code, const char *reason,
                     size_t reason_len) {
   uint8_t payload[125];
-  if (c->close_sent) return WSUV_ECLOSED;
+  if (c->close_sent || c->close_len) return WSUV_ECLOSED;
   ssize_t n = 0;
   if (code != 0) {
     n = wsuv_close_build(payload, code, reason, reason_len);

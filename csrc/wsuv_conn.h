@@ -41,7 +41,7 @@ typedef struct {
   void *genmask_ud;
   wsuv_role_t role;
   wsuv_conn_state_t state;
-  uint8_t close_sent;     /* a close frame has been queued or built */
+  uint8_t close_sent;     /* a close frame was taken or built */
   uint8_t close_received; /* the peer's close frame has arrived */
   uint8_t pong_len_set;   /* a pong is owed (payload in pong[]) */
   uint8_t pong_len;
@@ -77,7 +77,8 @@ WSUV_EXTERN size_t wsuv_conn_take_output(wsuv_conn_t *c, uint8_t *out,
 /* Builds the header of a frame we send, in out (WSUV_MAX_FRAME_HEADER
  * bytes). For a client it draws a mask key into mask (4 bytes) and the
  * caller must mask the payload with it; for a server mask is left alone.
- * Returns the header length; WSUV_ECLOSED once a close frame was sent;
+ * Returns the header length; WSUV_ECLOSED once a close frame was sent
+ * (a close that is only owed does not stop data: take it when done);
  * WSUV_EINVAL for a control frame over 125 bytes or unfragmented, or an
  * unknown opcode. Sending a close frame this way moves the state on. */
 WSUV_EXTERN ssize_t wsuv_conn_build_header(wsuv_conn_t *c, uint8_t *out,
