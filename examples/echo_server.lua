@@ -14,7 +14,12 @@ local server, err = wsuv.listen {
   host = host,
   port = port,
   on_connect = function(conn)
-    for msg, kind in conn:messages() do
+    -- A while loop rather than conn:messages(), so this runs on Lua 5.1 too.
+    while true do
+      local msg, kind = conn:receive()
+      if not msg then
+        break
+      end
       conn:send(msg, kind)
     end
   end,

@@ -11,6 +11,7 @@
 --   to drain below the high-water mark.
 local core = require "wsuv.core"
 local sched = require "wsuv.scheduler"
+local compat = require "wsuv.compat"
 
 local Conn = core.conn_methods
 local now = core.now
@@ -57,8 +58,20 @@ function Conn:receive(timeout)
 end
 
 -- for msg, kind in conn:messages() do ... end: until the connection closes.
+-- Plain Lua 5.1 cannot yield inside a for iterator (LuaJIT and 5.2+ can):
+-- there a wait inside a wsuv coroutine raises a clear error instead.
 function Conn:messages()
   return function()
+    if not compat.yieldable_pcall and sched.in_scheduler() then
+      local data, kind, fin = self:try_receive()
+      if data then
+        return data, kind, fin
+      elseif kind == "again" then
+        error("conn:messages() cannot wait inside a for loop on Lua 5.1; "
+          .. "use `while true do local msg = conn:receive() ... end`", 2)
+      end
+      return nil
+    end
     local data, kind, fin = self:receive()
     if data then
       return data, kind, fin

@@ -26,6 +26,7 @@ local sleepers = {} -- tokens with a deadline, unsorted
 local runnable = {} -- { co, args } to start or continue
 local notified = {} -- Lua objects with news (see M.notify)
 local live = 0 -- owned coroutines not finished
+local current -- the owned coroutine being resumed
 
 M.now = core.now
 
@@ -41,7 +42,10 @@ local function finish(co)
 end
 
 local function resume(co, ...)
+  local outer = current
+  current = co
   local ok, err = coroutine.resume(co, ...)
+  current = outer
   if not ok then
     finish(co)
     local rok, rerr = pcall(M.on_error, co, err)
@@ -59,7 +63,7 @@ end
 -- Whether the running coroutine is one of ours (so a wait may yield).
 function M.in_scheduler()
   local co, ismain = coroutine.running()
-  return co ~= nil and not ismain and owned[co] == true
+  return co ~= nil and not ismain and (owned[co] or compat.transparent[co]) == true
 end
 
 local function wake(co, token, why)
@@ -188,8 +192,8 @@ end
 -- until deadline (absolute, M.now() seconds). Returns true, or nil,
 -- "timeout", "ETIMEDOUT". obj may be nil to just sleep.
 function M.wait(obj, deadline)
-  local co, ismain = coroutine.running()
-  if co and not ismain and owned[co] then
+  if M.in_scheduler() then
+    local co = current
     local token = { co = co, obj = obj, deadline = deadline }
     waiting[co] = token
     if obj then

@@ -12,6 +12,7 @@ local core = require "wsuv.core"
 local sched = require "wsuv.scheduler"
 local url = require "wsuv.url"
 local conn_mod = require "wsuv.conn"
+local compat = require "wsuv.compat"
 
 local Server = {}
 Server.__index = Server
@@ -102,9 +103,7 @@ local function respond(c, status, headers, body)
 end
 
 local function run_handler(self, c)
-  local ok, err = xpcall(function()
-    return self.opts.on_connect(c)
-  end, debug.traceback)
+  local ok, err = compat.xpcall(self.opts.on_connect, debug.traceback, c)
   if not ok then
     io.stderr:write("wsuv: error in on_connect: ", tostring(err), "\n")
     if c:state() == "open" then
@@ -127,7 +126,7 @@ local function handle(self, c)
       return respond(c, req.refuse_status, nil, req.refuse_reason .. "\n")
     end
     if opts.http then
-      local ok, status, headers, body = pcall(opts.http, req)
+      local ok, status, headers, body = compat.pcall(opts.http, req)
       if not ok then
         io.stderr:write("wsuv: error in http hook: ", tostring(status), "\n")
         return respond(c, 500, nil, "internal error\n")
@@ -143,7 +142,7 @@ local function handle(self, c)
     return respond(c, 403, nil, "origin not allowed\n")
   end
   if opts.check then
-    local ok, allow, status, headers, body = pcall(opts.check, req)
+    local ok, allow, status, headers, body = compat.pcall(opts.check, req)
     if not ok then
       io.stderr:write("wsuv: error in check hook: ", tostring(allow), "\n")
       return respond(c, 500, nil, "internal error\n")

@@ -1,0 +1,163 @@
+-- spec/helper.lua: shared by every spec (busted's --helper).
+-- Peers run as separate processes on 127.0.0.1 and are stopped by PID.
+-- WSUV_GC_STRESS=1 runs every spec with an aggressive collector.
+local H = {}
+
+H.PYTHON = "/usr/bin/python3"
+H.NODE = "env NODE_PATH=/usr/share/nodejs node"
+H.PEERS = "spec/peers/"
+TEST_TIMEOUT = tonumber(os.getenv("TEST_TIMEOUT") or "") or 30
+
+if os.getenv("WSUV_GC_STRESS") == "1" then
+  collectgarbage("setpause", 0)
+end
+
+-- The interpreter running the specs, to start child Lua processes with.
+function H.lua_interpreter()
+  local i = -1
+  while arg and arg[i - 1] do
+    i = i - 1
+  end
+  return arg and arg[i] or "lua"
+end
+
+local function tmpname()
+  local name = os.tmpname()
+  return name
+end
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then
+    return nil
+  end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+H.read_file = read_file
+
+local function sh_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+H.sh_quote = sh_quote
+
+-- Starts a server command in the background; waits (at most 15 s) for its
+-- "PORT n" line. Returns {pid=, port=, log=} or raises.
+function H.start_server(cmd)
+  local out, pidfile = tmpname(), tmpname()
+  os.execute(("%s > %s 2>&1 & echo $! > %s"):format(cmd, out, pidfile))
+  local pid = tonumber(read_file(pidfile))
+  os.remove(pidfile)
+  assert(pid, "could not start: " .. cmd)
+  local deadline = os.time() + 15
+  while os.time() <= deadline do
+    local text = read_file(out) or ""
+    local port = text:match("PORT (%d+)")
+    if port then
+      return { pid = pid, port = tonumber(port), log = out }
+    end
+    os.execute("sleep 0.05")
+  end
+  os.execute("kill " .. pid .. " 2>/dev/null")
+  error("server did not report its port: " .. cmd .. "\n" .. (read_file(out) or ""))
+end
+
+function H.stop(p)
+  if p and p.pid then
+    os.execute("kill " .. p.pid .. " 2>/dev/null")
+    p.pid = nil
+  end
+end
+
+-- Runs a command in the background (for a peer client talking to our
+-- server, while our loop runs in this process). H.finished(job) polls it.
+function H.start_job(cmd)
+  local out, rc, pidfile = tmpname(), tmpname(), tmpname()
+  os.remove(rc)
+  os.execute(("(%s; echo $? > %s) > %s 2>&1 & echo $! > %s"):format(cmd, rc, out, pidfile))
+  local pid = tonumber(read_file(pidfile))
+  os.remove(pidfile)
+  return { pid = pid, out = out, rc = rc }
+end
+
+-- Returns exit status, output once the job finished; nil otherwise.
+function H.finished(job)
+  local rc = read_file(job.rc)
+  if rc and rc:match("%d") then
+    return tonumber(rc:match("%d+")), read_file(job.out) or ""
+  end
+end
+
+-- Drives the wsuv loop until the job ends (or timeout seconds pass).
+-- Returns exit status, output.
+function H.wait_job(wsuv, job, timeout)
+  local deadline = wsuv.now() + (timeout or TEST_TIMEOUT)
+  while wsuv.now() < deadline do
+    local rc, out = H.finished(job)
+    if rc then
+      return rc, out
+    end
+    wsuv.sleep(0.02)
+  end
+  os.execute("kill " .. job.pid .. " 2>/dev/null")
+  return nil, (read_file(job.out) or "") .. "\n(timed out)"
+end
+
+-- Counts "ok"/"not ok" lines of a TAP text.
+function H.tap_counts(text)
+  local ok, bad = 0, 0
+  for line in text:gmatch("[^\n]+") do
+    if line:match("^not ok") then
+      bad = bad + 1
+    elseif line:match("^ok") then
+      ok = ok + 1
+    end
+  end
+  return ok, bad
+end
+
+-- Runs the loop until cond() is true or timeout seconds pass.
+function H.wait_until(wsuv, cond, timeout)
+  local deadline = wsuv.now() + (timeout or 5)
+  while not cond() do
+    if wsuv.now() > deadline then
+      return false
+    end
+    wsuv.sleep(0.01)
+  end
+  return true
+end
+
+-- Lets the loop settle, then reports live connections and servers; every
+-- spec's after_each asserts both are 0 (no leaked handles).
+function H.live(wsuv)
+  H.wait_until(wsuv, function()
+    local s = wsuv.core.stats()
+    return s.connections == 0 and s.servers == 0
+  end, 6)
+  local s = wsuv.core.stats()
+  return s.connections, s.servers
+end
+
+-- A raw TCP client (LuaSocket, from Debian's lua-socket) for bad peers.
+function H.raw_connect(port)
+  local socket = require "socket"
+  local s = assert(socket.tcp())
+  s:settimeout(5)
+  assert(s:connect("127.0.0.1", port))
+  return s
+end
+
+H.UPGRADE = table.concat({
+  "GET / HTTP/1.1",
+  "Host: 127.0.0.1",
+  "Upgrade: websocket",
+  "Connection: Upgrade",
+  "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+  "Sec-WebSocket-Version: 13",
+  "", "",
+}, "\r\n")
+
+package.loaded["spec.helper"] = H
+return H
