@@ -41,7 +41,7 @@ ROCK_CFLAGS ?= -O2 -fPIC -fvisibility=hidden
 ROCKSPEC := wsuv-scm-1.rockspec
 
 CORE_SRCS := $(wildcard csrc/ws_*.c)
-CORE_HDRS := $(wildcard csrc/*.h)
+CORE_HDRS := $(wildcard csrc/ws*.h)
 CORE_OBJS := $(CORE_SRCS:csrc/%.c=$(BUILD)/obj/%.o)
 CORE_LIB := $(BUILD)/libwsuv_core.a
 TEST_SRCS := $(wildcard csrc/test/test_*.c)
@@ -54,6 +54,10 @@ FUZZ_OBJS := $(CORE_SRCS:csrc/%.c=$(BUILD)/fuzz/obj/%.o)
 FUZZ_BINS := $(FUZZ_SRCS:fuzz/%.c=$(BUILD)/fuzz/%)
 BENCH_BIN := $(BUILD)/bench/bench_core
 FORMAT_FILES = $(wildcard csrc/*.[ch] csrc/test/*.[ch] fuzz/*.[ch] bench/*.c)
+
+# Objects only named in pattern rules would count as intermediate and be
+# deleted after each build; keep them so rebuilds are incremental.
+.SECONDARY: $(ASAN_OBJS) $(FUZZ_OBJS)
 
 .PHONY: help deps all build build-5.1 build-5.4 core ctest ctest-build test \
         demo lint luacheck check-layers check-docs check-sources format \
