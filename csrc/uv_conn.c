@@ -15,7 +15,7 @@
 
 #define MAX_HEADERS     WSUV_DEFAULT_MAX_HEADERS
 #define PIN_MIN         4096 /* below this, copying beats pinning */
-#define OUT_KEEP        (16 * 1024)
+#define OUT_KEEP        0    /* idle connections hold no output buffer */
 #define MAX_REJECT_BODY (64 * 1024)
 #define STACK_BUFS      16
 
@@ -300,7 +300,7 @@ static void reset_output(wsuv_tconn_t *c) {
     c->out = NULL;
     c->out_cap = 0;
   }
-  if (c->segs_cap > 64) {
+  if (c->segs_cap > 0) {
     free(c->segs);
     c->segs = NULL;
     c->segs_cap = 0;
@@ -427,8 +427,7 @@ int wsuv__send(wsuv_tconn_t *c, unsigned opcode, unsigned flags,
     return c->phase > WSUV_PHASE_OPEN ? WSUV_ECLOSED : WSUV_ESTATE;
   if (len > c->lim.max_queued || c->queued > c->lim.max_queued - len)
     return WSUV_EBUFFULL;
-  if (!c->defer_close)
-    queue_owed(c);
+  if (!c->defer_close) queue_owed(c);
   uint8_t hdr[WSUV_MAX_FRAME_HEADER], key[4];
   ssize_t h = wsuv_conn_build_header(&c->ws, hdr, opcode, flags, len, key);
   if (h < 0) return (int)h;
@@ -544,16 +543,14 @@ static void stop_reading(wsuv_tconn_t *c) {
 
 void wsuv__consumed(wsuv_tconn_t *c, size_t len) {
   c->recv_queued = len > c->recv_queued ? 0 : c->recv_queued - len;
-  if (c->recv_msgs)
-    c->recv_msgs--;
+  if (c->recv_msgs) c->recv_msgs--;
   if (!c->reading && c->tcp_open && c->phase >= WSUV_PHASE_OPEN &&
       c->recv_queued <= c->lim.recv_high / 2)
     start_reading(c);
 }
 
 void wsuv__release_close(wsuv_tconn_t *c) {
-  if (!c->defer_close || !c->tcp_open)
-    return;
+  if (!c->defer_close || !c->tcp_open) return;
   c->defer_close = 0;
   queue_owed(c);
   /* RFC 6455 7.1.1: the server closes the TCP connection first; a client
@@ -594,8 +591,7 @@ static void feed_frames(wsuv_tconn_t *c, uint8_t *buf, size_t len) {
     }
     buf += n;
     len -= (size_t)n;
-    if (ev.type == WSUV_EV_NONE)
-      break;
+    if (ev.type == WSUV_EV_NONE) break;
     if (ev.type == WSUV_EV_TEXT || ev.type == WSUV_EV_BINARY) {
       if (c->phase != WSUV_PHASE_OPEN && c->recv_queued > c->lim.recv_high)
         continue; /* We are closing and nobody reads: drop. */
@@ -605,14 +601,12 @@ static void feed_frames(wsuv_tconn_t *c, uint8_t *buf, size_t len) {
     } else if (ev.type == WSUV_EV_PONG) {
       c->ping_sent = 0;
     }
-    if (l->hooks.event)
-      l->hooks.event(c, &ev);
+    if (l->hooks.event) l->hooks.event(c, &ev);
     if (ev.type == WSUV_EV_CLOSE) {
       end_input(c);
       return;
     }
-    if (ev.type == WSUV_EV_PING)
-      queue_owed(c);
+    if (ev.type == WSUV_EV_PING) queue_owed(c);
     wsuv__ready(l, &c->obj);
   }
   if (c->recv_queued > c->lim.recv_high && c->tcp_open &&
@@ -719,6 +713,36 @@ static size_t content_length(const wsuv_http_head_t *h) {
   return v > MAX_REJECT_BODY ? MAX_REJECT_BODY : v;
 }
 
+/* Keeps the response head for the binding, at its exact size: an open
+ * connection should not hold handshake buffers. */
+static void shrink_head(wsuv_tconn_t *c) {
+  size_t n = c->http.num_headers;
+  size_t *offs = malloc((2 * n + 2) * sizeof(*offs));
+  if (!offs) return;
+  for (size_t i = 0; i < n; i++) {
+    offs[2 * i] = (size_t)(c->hdrs[i].name - c->head);
+    offs[2 * i + 1] = (size_t)(c->hdrs[i].value - c->head);
+  }
+  offs[2 * n] = c->http.reason ? (size_t)(c->http.reason - c->head) : 0;
+  char *head = realloc(c->head, c->head_parsed);
+  wsuv_header_t *hdrs = realloc(c->hdrs, (n ? n : 1) * sizeof(*hdrs));
+  if (head) {
+    c->head = head;
+    c->head_len = c->head_cap = c->head_parsed;
+  }
+  if (hdrs) c->hdrs = hdrs;
+  c->http.headers = c->hdrs;
+  for (size_t i = 0; i < n; i++) {
+    c->hdrs[i].name = c->head + offs[2 * i];
+    c->hdrs[i].value = c->head + offs[2 * i + 1];
+  }
+  if (c->http.reason) c->http.reason = c->head + offs[2 * n];
+  free(offs);
+  free(c->offer_protocols);
+  free(c->offer_extensions);
+  c->offer_protocols = c->offer_extensions = NULL;
+}
+
 static void client_head(wsuv_tconn_t *c) {
   ssize_t n = parse_head(c);
   if (n == 0) return;
@@ -756,17 +780,19 @@ static void client_head(wsuv_tconn_t *c) {
   }
   open_ws(c);
   wsuv__ready(c->loop, &c->obj);
-  /* Frames may follow the 101 in the same read. The head stays for the
-   * binding to read response headers; frames are fed from a copy. */
+  /* Frames may follow the 101 in the same read: feed them from a copy. */
   size_t rest = c->head_len - c->head_parsed;
+  uint8_t *tmp = NULL;
   if (rest) {
-    uint8_t *tmp = malloc(rest);
+    tmp = malloc(rest);
     if (!tmp) {
       fail(c, UV_ENOMEM, "receive");
       return;
     }
     memcpy(tmp, c->head + c->head_parsed, rest);
-    c->head_len = c->head_parsed;
+  }
+  shrink_head(c);
+  if (tmp) {
     feed_frames(c, tmp, rest);
     free(tmp);
   }
