@@ -21,3 +21,6 @@ files["examples/love"] = { globals = { "love" } }
 files["lua/wsuv/compat.lua"] = { ignore = { "113", "143" } }
 files["*.rockspec"] = { std = "+rockspec" }
 files[".luacheckrc"] = { std = "+luacheckrc" }
+
+-- The REPL example sets the global the user types.
+files["examples/repl.lua"] = { globals = { "wsuv" } }

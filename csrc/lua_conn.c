@@ -240,8 +240,7 @@ static int l_conn_try_receive(lua_State *L) {
   }
   if (b->c && b->c->defer_close)
     wsuv__release_close(b->c); /* Everything before the close was read. */
-  if (conn_done(b))
-    return push_closed(L, b);
+  if (conn_done(b)) return push_closed(L, b);
   lua_pushnil(L);
   lua_pushliteral(L, "again");
   return 2;

@@ -107,13 +107,13 @@ struct wsuv_tconn_s {
   wsuv_phase_t phase;
   wsuv_role_t role;
   uint8_t reading, dirty, tcp_open, eof;
-  uint8_t shutting;  /* 1: FIN after the queue drains; 2: FIN sent */
-  uint8_t retry;     /* handle closing to try the next address */
-  uint8_t ws_inited; /* ws holds protocol state (upgrade done) */
+  uint8_t shutting;    /* 1: FIN after the queue drains; 2: FIN sent */
+  uint8_t retry;       /* handle closing to try the next address */
+  uint8_t ws_inited;   /* ws holds protocol state (upgrade done) */
   uint8_t defer_close; /* peer closed or failed; reply once Lua has read
                           the messages that came before */
-  int error;         /* uv or WSUV code of a failure, or 0 */
-  char *why;         /* malloc'd explanation of error */
+  int error;           /* uv or WSUV code of a failure, or 0 */
+  char *why;           /* malloc'd explanation of error */
   wsuv_limits_t lim;
   wsuv_conn_t ws; /* protocol state once open */
   /* Handshake, freed once open. */
@@ -136,7 +136,7 @@ struct wsuv_tconn_s {
   size_t nsegs, segs_cap;
   size_t queued;      /* bytes not yet written to the socket */
   size_t recv_queued; /* bytes delivered to the binding, unread */
-  size_t recv_msgs; /* messages delivered, unread */
+  size_t recv_msgs;   /* messages delivered, unread */
   /* Clock, in uv_now milliseconds. */
   uint64_t deadline; /* of the current phase, or 0 */
   uint64_t last_recv, last_activity, ping_sent;

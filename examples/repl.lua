@@ -6,5 +6,5 @@
 --   > c:send("hi")
 --   > c:receive()          --> hi   text
 --   > c:close()
-wsuv = require "wsuv" -- luacheck: ignore 111 (a global, for the REPL)
+wsuv = require "wsuv" -- a global on purpose: the REPL user types it
 print("wsuv " .. wsuv._VERSION .. " loaded as the global `wsuv`; try wsuv.connect(url)")
