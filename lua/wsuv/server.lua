@@ -247,12 +247,13 @@ end
 -- and return once they are gone (or after timeout seconds, default 5).
 function Server:close(timeout)
   local s = self._s
+  -- Take the clients first: stopping the listener detaches them from it.
+  local list = s:clients()
   if not s:closed() then
     s:stop()
     sched.notify(s)
     sched.notify(self)
   end
-  local list = s:clients()
   for _, c in ipairs(list) do
     c:start_close(1001, "server closing")
   end

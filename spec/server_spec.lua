@@ -1,0 +1,408 @@
+-- spec/server_spec.lua: wsuv.listen's policy hooks (path, origins,
+-- protocols, check, http), accept(), clients(), broadcast() and close().
+local H = require "spec.helper"
+local wsuv = require "wsuv"
+
+local servers, clients = {}, {}
+
+local function echo(conn)
+  while true do
+    local m, k = conn:receive()
+    if not m then
+      break
+    end
+    conn:send(m, k)
+  end
+end
+
+local function listen(opts)
+  opts = opts or {}
+  opts.host, opts.port = "127.0.0.1", 0
+  if opts.on_connect == nil and not opts.no_handler then
+    opts.on_connect = echo
+  end
+  opts.no_handler = nil
+  local s = assert(wsuv.listen(opts))
+  servers[#servers + 1] = s
+  return s, ("ws://127.0.0.1:%d"):format(s.port)
+end
+
+local function connect(url, opts)
+  local c, err, code, resp = wsuv.connect(url, opts)
+  if c then
+    clients[#clients + 1] = c
+  end
+  return c, err, code, resp
+end
+
+local function wait_for(cond, timeout)
+  assert.is_true(H.wait_until(wsuv, cond, timeout or 10), "condition not reached in time")
+end
+
+local function http_get(url)
+  local cmd
+  if os.execute("command -v curl >/dev/null 2>&1") == 0 or
+      os.execute("command -v curl >/dev/null 2>&1") == true then
+    cmd = "curl -s -i --max-time 10 " .. H.sh_quote(url)
+  else
+    cmd = H.PYTHON .. " -c " .. H.sh_quote([[
+import sys, urllib.request, urllib.error
+try:
+    r = urllib.request.urlopen(sys.argv[1], timeout=10)
+except urllib.error.HTTPError as e:
+    r = e
+print("HTTP/1.1 %d %s" % (r.status if hasattr(r, "status") else r.code, r.reason))
+for k, v in r.headers.items():
+    print("%s: %s" % (k, v))
+print()
+sys.stdout.write(r.read().decode())
+]]) .. " " .. H.sh_quote(url)
+  end
+  local job = H.start_job(cmd)
+  local rc, out = H.wait_job(wsuv, job, 15)
+  assert.are.equal(0, rc, out)
+  return out
+end
+
+describe("wsuv server", function()
+  after_each(function()
+    for _, c in ipairs(clients) do
+      if c:state() ~= "closed" then
+        c:close()
+      end
+    end
+    for _, s in ipairs(servers) do
+      s:close()
+    end
+    clients, servers = {}, {}
+    assert.are.same({ 0, 0 }, { H.live(wsuv) })
+  end)
+
+  describe("opening handshake policy", function()
+    it("refuses a path mismatch with 404", function()
+      local _, base = listen { path = "/chat" }
+      local c, err, code, resp = connect(base .. "/other")
+      assert.is_nil(c)
+      assert.are.equal("string", type(err))
+      assert.are.equal("string", type(code))
+      assert.are.equal(404, resp.status)
+      local ok = assert(connect(base .. "/chat?x=1"))
+      ok:send("in")
+      assert.are.equal("in", (ok:receive(5)))
+    end)
+
+    it("checks the Origin against a list (403 otherwise)", function()
+      local _, base = listen { origins = { "https://good.example", "https://also.example" } }
+      assert(connect(base .. "/", { origin = "https://also.example" }))
+      local c, _, _, resp = connect(base .. "/", { origin = "https://evil.example" })
+      assert.is_nil(c)
+      assert.are.equal(403, resp.status)
+      c, _, _, resp = connect(base .. "/")
+      assert.is_nil(c)
+      assert.are.equal(403, resp.status)
+    end)
+
+    it("checks the Origin with a function", function()
+      local seen
+      local _, base = listen {
+        origins = function(origin, req)
+          seen = req.path
+          return origin and origin:match("%.example$") ~= nil
+        end,
+      }
+      assert(connect(base .. "/p", { origin = "https://a.example" }))
+      assert.are.equal("/p", seen)
+      local c, _, _, resp = connect(base .. "/", { origin = "https://a.example.evil" })
+      assert.is_nil(c)
+      assert.are.equal(403, resp.status)
+    end)
+
+    it("chooses a subprotocol from a list by the server's preference", function()
+      local server_proto = {}
+      local _, base = listen {
+        protocols = { "chat.v2", "chat" },
+        on_connect = function(conn)
+          server_proto[#server_proto + 1] = conn:protocol() or "none"
+          echo(conn)
+        end,
+      }
+      local c = assert(connect(base, { protocols = { "chat", "chat.v2" } }))
+      assert.are.equal("chat.v2", c:protocol())
+      local c2 = assert(connect(base, { protocols = { "chat", "other" } }))
+      assert.are.equal("chat", c2:protocol())
+      local c3 = assert(connect(base, { protocols = { "other" } }))
+      assert.is_nil(c3:protocol())
+      local c4 = assert(connect(base))
+      assert.is_nil(c4:protocol())
+      wait_for(function()
+        return #server_proto == 4
+      end)
+      table.sort(server_proto)
+      assert.are.same({ "chat", "chat.v2", "none", "none" }, server_proto)
+    end)
+
+    it("chooses a subprotocol with a function", function()
+      local offered_seen, server_proto
+      local _, base = listen {
+        protocols = function(offered, req)
+          offered_seen = offered
+          assert(req.headers)
+          return offered[#offered]
+        end,
+        on_connect = function(conn)
+          server_proto = conn:protocol()
+          echo(conn)
+        end,
+      }
+      local c = assert(connect(base, { protocols = { "a", "b", "c" } }))
+      assert.are.equal("c", c:protocol())
+      assert.are.same({ "a", "b", "c" }, offered_seen)
+      wait_for(function()
+        return server_proto ~= nil
+      end)
+      assert.are.equal("c", server_proto)
+    end)
+
+    it("a check hook refuses with a custom status and body", function()
+      local _, base = listen {
+        check = function(req)
+          if req.headers.authorization == "Bearer good" then
+            return true
+          end
+          return false, 401, { ["WWW-Authenticate"] = "Bearer" }, "no"
+        end,
+      }
+      local c, err, code, resp = connect(base)
+      assert.is_nil(c)
+      assert.are.equal("string", type(err))
+      assert.are.equal("string", type(code))
+      assert.are.equal(401, resp.status)
+      assert.are.equal("no", resp.body)
+      local www
+      for i = 1, #resp.headers, 2 do
+        if resp.headers[i]:lower() == "www-authenticate" then
+          www = resp.headers[i + 1]
+        end
+      end
+      assert.are.equal("Bearer", www)
+      local ok = assert(connect(base, { headers = { Authorization = "Bearer good" } }))
+      ok:send("authorized")
+      assert.are.equal("authorized", (ok:receive(5)))
+    end)
+
+    it("a check hook may wait before deciding", function()
+      local checks = 0
+      local _, base = listen {
+        check = function(req)
+          wsuv.sleep(0.05)
+          checks = checks + 1
+          return req.query == "token=1"
+        end,
+      }
+      local t0 = wsuv.now()
+      local c = assert(connect(base .. "/?token=1"))
+      assert.is_true(wsuv.now() - t0 >= 0.045)
+      c:send("waited")
+      assert.are.equal("waited", (c:receive(5)))
+      local bad, _, _, resp = connect(base .. "/?token=2")
+      assert.is_nil(bad)
+      assert.are.equal(403, resp.status)
+      assert.are.equal(2, checks)
+    end)
+
+    it("a check hook that raises refuses with 500", function()
+      local _, base = listen {
+        check = function()
+          error("check exploded")
+        end,
+      }
+      local c, _, _, resp = connect(base)
+      assert.is_nil(c)
+      assert.are.equal(500, resp.status)
+    end)
+  end)
+
+  describe("plain HTTP", function()
+    it("the http hook answers a plain GET", function()
+      local seen
+      local _, base = listen {
+        http = function(req)
+          seen = req
+          return 200, { ["Content-Type"] = "text/plain" }, "hello from " .. req.path
+        end,
+      }
+      local out = http_get(("http://127.0.0.1:%d/page?q=1"):format(servers[1].port))
+      assert.truthy(out:match("^HTTP/1%.1 200"), out)
+      assert.truthy(out:lower():find("content-type: text/plain", 1, true), out)
+      assert.truthy(out:find("hello from /page", 1, true), out)
+      assert.are.equal("GET", seen.method)
+      assert.are.equal("q=1", seen.query)
+      assert.is_false(seen.upgrade)
+      -- WebSocket clients still connect.
+      local c = assert(connect(base))
+      c:send("ws")
+      assert.are.equal("ws", (c:receive(5)))
+    end)
+
+    it("answers a plain GET with 426 by default", function()
+      local s = listen()
+      local out = http_get(("http://127.0.0.1:%d/"):format(s.port))
+      assert.truthy(out:match("^HTTP/1%.1 426"), out)
+    end)
+  end)
+
+  describe("accept()", function()
+    it("hands out connections when there is no on_connect", function()
+      local s, base = listen { no_handler = true }
+      assert.are.same({ nil, "timeout", "ETIMEDOUT" }, { s:accept(0.05) })
+      local c = assert(connect(base .. "/acc"))
+      local sc = assert(s:accept(5))
+      assert.are.equal("/acc", sc:request().path)
+      assert.are.equal("open", sc:state())
+      sc:send("from accept")
+      assert.are.equal("from accept", (c:receive(5)))
+      c:send("to accept")
+      assert.are.equal("to accept", (sc:receive(5)))
+      sc:close(4002, "done")
+      assert.are.same({ nil, "closed", 4002, "done" }, { c:receive(5) })
+      s:close()
+      assert.are.same({ nil, "closed", "ECLOSED" }, { s:accept(1) })
+    end)
+
+    it("accept() in a wsuv coroutine waits for the next client", function()
+      local s, base = listen { no_handler = true }
+      local got
+      wsuv.spawn(function()
+        local sc = assert(s:accept())
+        got = sc:receive()
+        sc:close()
+      end)
+      local c = assert(connect(base))
+      c:send("spawned accept")
+      wait_for(function()
+        return got ~= nil
+      end)
+      assert.are.equal("spawned accept", got)
+    end)
+  end)
+
+  describe("clients() and broadcast()", function()
+    it("reaches every client, also with a 100 KiB payload", function()
+      local s, base = listen()
+      local cs = {}
+      for i = 1, 3 do
+        cs[i] = assert(connect(base))
+      end
+      wait_for(function()
+        local n = 0
+        for _ in s:clients() do
+          n = n + 1
+        end
+        return n == 3
+      end)
+      for conn in s:clients() do
+        assert.are.equal("open", conn:state())
+      end
+      assert.are.same({ 3, 0 }, { s:broadcast("hello all") })
+      local big = wsuv.core.random(4096):rep(25)
+      assert.are.same({ 3, 0 }, { s:broadcast(big, "binary") })
+      for i = 1, 3 do
+        assert.are.same({ "hello all", "text" }, { cs[i]:receive(5) })
+        assert.are.same({ big, "binary" }, { cs[i]:receive(5) })
+      end
+      assert.has_error(function()
+        s:broadcast("\255")
+      end)
+      -- A client that left is no longer counted.
+      cs[1]:close()
+      wait_for(function()
+        local n = 0
+        for _ in s:clients() do
+          n = n + 1
+        end
+        return n == 2
+      end)
+      assert.are.equal(2, (s:broadcast("two")))
+      assert.are.equal("two", (cs[2]:receive(5)))
+      assert.are.equal("two", (cs[3]:receive(5)))
+    end)
+
+    it("broadcast from a wsuv coroutine", function()
+      local s, base = listen()
+      local c1, c2 = assert(connect(base)), assert(connect(base))
+      local result
+      wsuv.spawn(function()
+        while #s._s:clients() < 2 do
+          wsuv.sleep(0.01)
+        end
+        result = { s:broadcast("from coroutine") }
+      end)
+      assert.are.equal("from coroutine", (c1:receive(5)))
+      assert.are.equal("from coroutine", (c2:receive(5)))
+      assert.are.same({ 2, 0 }, result)
+    end)
+  end)
+
+  describe("close()", function()
+    it("closes every client with 1001 and returns", function()
+      local s, base = listen()
+      local cs = {}
+      for i = 1, 3 do
+        cs[i] = assert(connect(base))
+        cs[i]:send("x")
+        assert.are.equal("x", (cs[i]:receive(5)))
+      end
+      local t0 = wsuv.now()
+      assert.is_true(s:close())
+      assert.is_true(wsuv.now() - t0 < 4)
+      for i = 1, 3 do
+        local _, err, code = cs[i]:receive(5)
+        assert.are.equal("closed", err)
+        assert.are.equal(1001, code)
+      end
+      assert.truthy(tostring(s):find("closed", 1, true))
+      -- New clients are refused.
+      local c, _, code = wsuv.connect(base, { timeout = 2 })
+      assert.is_nil(c)
+      assert.are.equal("string", type(code))
+    end)
+  end)
+
+  describe("errors", function()
+    it("an error in on_connect closes that connection with 1011, the server goes on", function()
+      local _, base = listen {
+        on_connect = function(conn)
+          local m = conn:receive()
+          if m == "boom" then
+            error("kaboom")
+          end
+          conn:send(m)
+          echo(conn)
+        end,
+      }
+      local bad = assert(connect(base))
+      bad:send("boom")
+      local _, err, code = bad:receive(5)
+      assert.are.equal("closed", err)
+      assert.are.equal(1011, code)
+      local good = assert(connect(base))
+      good:send("fine")
+      assert.are.equal("fine", (good:receive(5)))
+    end)
+
+    it("listen validates its options", function()
+      assert.has_error(function()
+        wsuv.listen("x")
+      end)
+      assert.has_error(function()
+        wsuv.listen { port = 0, on_connect = 5 }
+      end)
+      local a = assert(wsuv.listen { host = "127.0.0.1", port = 0 })
+      servers[#servers + 1] = a
+      local s, err, code = wsuv.listen { host = "127.0.0.1", port = a.port }
+      assert.is_nil(s)
+      assert.are.equal("string", type(err))
+      assert.are.equal("EADDRINUSE", code)
+    end)
+  end)
+end)
