@@ -57,7 +57,9 @@ FORMAT_FILES = $(wildcard csrc/*.[ch] csrc/test/*.[ch] fuzz/*.[ch] bench/*.c)
 
 # Objects only named in pattern rules would count as intermediate and be
 # deleted after each build; keep them so rebuilds are incremental.
-.SECONDARY: $(ASAN_OBJS) $(FUZZ_OBJS)
+.SECONDARY: $(ASAN_OBJS) $(FUZZ_OBJS) \
+            $(FUZZ_SRCS:fuzz/%.c=$(BUILD)/fuzz/target/%.o) \
+            $(TEST_SRCS:csrc/test/%.c=$(BUILD)/test/obj/%.o)
 
 .PHONY: help deps all build build-5.1 build-5.4 core ctest ctest-build test \
         demo lint luacheck check-layers check-docs check-sources format \
@@ -115,9 +117,13 @@ $(BUILD)/obj/%.o: csrc/%.c $(CORE_HDRS)
 
 ctest-build: $(TEST_BINS)
 
-$(BUILD)/test/%: csrc/test/%.c $(CORE_LIB) $(TEST_HDRS)
+$(BUILD)/test/obj/%.o: csrc/test/%.c $(CORE_HDRS) $(TEST_HDRS)
 	@mkdir -p $(@D)
-	$(CC) $(TEST_CFLAGS) $(INCLUDES) $< $(CORE_LIB) $(LDLIBS) -o $@
+	$(CC) $(TEST_CFLAGS) $(INCLUDES) -c $< -o $@
+
+$(BUILD)/test/%: $(BUILD)/test/obj/%.o $(CORE_LIB)
+	@mkdir -p $(@D)
+	$(CC) $^ $(LDLIBS) -o $@
 
 ctest: ctest-build
 	@.ci/ctest ctest $(BUILD)/test
@@ -154,8 +160,9 @@ format:
 check-format:
 	$(CLANG_FORMAT) --dry-run --Werror $(FORMAT_FILES)
 
-tidy: compdb
-	$(CLANG_TIDY) -p . --quiet $(CORE_SRCS)
+# Uses compile_commands.json, made by `make compdb` when it is missing.
+tidy: $(if $(wildcard compile_commands.json),,compdb)
+	$(CLANG_TIDY) -p . --quiet $(CORE_SRCS) fuzz/*.c bench/*.c
 
 asan-build: $(ASAN_BINS)
 
@@ -181,18 +188,27 @@ $(BUILD)/fuzz/obj/%.o: csrc/%.c $(CORE_HDRS)
 	@mkdir -p $(@D)
 	$(CLANG) $(WARN) -Wconversion $(FUZZ_SAN) -fsanitize=fuzzer-no-link -Icsrc -c $< -o $@
 
-$(BUILD)/fuzz/%: fuzz/%.c fuzz/chunk.h $(FUZZ_OBJS)
+# Compiled and linked in two steps (as the tests and the benchmark are), so
+# bear records a plain compile command, not clang's internal -cc1 one.
+$(BUILD)/fuzz/target/%.o: fuzz/%.c fuzz/chunk.h $(CORE_HDRS)
 	@mkdir -p $(@D)
-	$(CLANG) $(WARN) $(FUZZ_SAN) -fsanitize=fuzzer -Icsrc -Ifuzz $< $(FUZZ_OBJS) $(LDLIBS) -o $@
+	$(CLANG) $(WARN) $(FUZZ_SAN) -fsanitize=fuzzer-no-link -Icsrc -Ifuzz -c $< -o $@
+
+$(BUILD)/fuzz/%: $(BUILD)/fuzz/target/%.o $(FUZZ_OBJS)
+	@mkdir -p $(@D)
+	$(CLANG) $(FUZZ_SAN) -fsanitize=fuzzer $^ $(LDLIBS) -o $@
 
 fuzz-smoke: fuzz
 	@.ci/fuzz-smoke $(FUZZ_BINS)
 
 bench-build: $(BENCH_BIN)
 
-$(BENCH_BIN): bench/bench_core.c $(CORE_LIB)
+$(BUILD)/bench/bench_core.o: bench/bench_core.c $(CORE_HDRS)
 	@mkdir -p $(@D)
-	$(CC) $(WARN) -O2 -Icsrc $< $(CORE_LIB) $(LDLIBS) -o $@
+	$(CC) $(WARN) -O2 -Icsrc -c $< -o $@
+
+$(BENCH_BIN): $(BUILD)/bench/bench_core.o $(CORE_LIB)
+	$(CC) $^ $(LDLIBS) -o $@
 
 bench: bench-build
 	$(BENCH_BIN)
@@ -203,7 +219,7 @@ bench-callgrind: bench-build
 	callgrind_annotate $(BUILD)/bench/callgrind.out | head -n 40
 
 compdb:
-	bear --output compile_commands.json -- $(MAKE) -B core ctest-build bench-build
+	bear --output compile_commands.json -- $(MAKE) -k -B core ctest-build bench-build fuzz build-5.4
 
 clean:
 	rm -rf $(BUILD) .rocks compile_commands.json
