@@ -59,6 +59,9 @@ int wsuv__loop_init(wsuv_loop_t *l, uv_loop_t *uv, const wsuv_hooks_t *h) {
 }
 
 uint64_t wsuv__now(wsuv_loop_t *l) {
+  /* uv_now is cached at the start of each loop pass; Lua may have spent a
+   * while outside the loop since, and deadlines count from the call. */
+  uv_update_time(l->uv);
   return uv_now(l->uv);
 }
 
