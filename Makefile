@@ -44,6 +44,9 @@ CORE_SRCS := $(wildcard csrc/ws_*.c)
 CORE_HDRS := $(wildcard csrc/ws*.h)
 CORE_OBJS := $(CORE_SRCS:csrc/%.c=$(BUILD)/obj/%.o)
 CORE_LIB := $(BUILD)/libwsuv_core.a
+BINDING_SRCS := $(filter-out $(CORE_SRCS),$(wildcard csrc/*.c))
+BINDING_OBJS := $(BINDING_SRCS:csrc/%.c=$(BUILD)/binding/%.o)
+LUA54_CFLAGS := $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include/lua5.4)
 TEST_SRCS := $(wildcard csrc/test/test_*.c)
 TEST_BINS := $(TEST_SRCS:csrc/test/%.c=$(BUILD)/test/%)
 TEST_HDRS := $(wildcard csrc/test/*.h)
@@ -64,7 +67,7 @@ FORMAT_FILES = $(wildcard csrc/*.[ch] csrc/test/*.[ch] fuzz/*.[ch] bench/*.c)
 .PHONY: help deps all build build-5.1 build-5.4 core ctest ctest-build test \
         demo lint luacheck check-layers check-docs check-sources format \
         check-format tidy asan asan-build valgrind fuzz fuzz-smoke bench \
-        bench-build bench-callgrind compdb clean
+        bench-build bench-callgrind compdb binding clean
 
 help:
 	@echo "wsuv development targets:"
@@ -87,6 +90,7 @@ help:
 	@echo "  bench         core micro-benchmarks (bench/bench_core.c)"
 	@echo "  bench-callgrind  the same under callgrind (instruction counts)"
 	@echo "  compdb        compile_commands.json via bear"
+	@echo "  binding       compile csrc/lua_*.c, uv_*.c with -Werror (Lua 5.4 headers)"
 	@echo "  clean         remove build/, .rocks/ and generated files"
 
 deps:
@@ -96,13 +100,18 @@ all: build-5.4
 
 build: build-5.1 build-5.4
 
-# luarocks builds in the source tree; the objects it leaves behind are
-# removed so the next ABI's build starts clean. The bin/wsuv wrapper is
-# shared by both ABIs in one tree, so the last build's wrapper wins.
+# luarocks make compiles in the directory it runs in, so each build runs in
+# a private copy under build/: objects never land in csrc/, and builds for
+# two ABIs (or two make runs at once) cannot delete each other's objects.
+# The bin/wsuv wrapper is shared by both ABIs in one tree; the last wins.
 build-5.1 build-5.4: build-%:
-	@rm -f .rocks/bin/wsuv .rocks/bin/wsuv~
-	$(LUAROCKS) make --tree=.rocks --lua-version=$* $(ROCKSPEC) CFLAGS="$(ROCK_CFLAGS)"
-	@rm -f csrc/*.o wsuv/core.so; rmdir wsuv 2>/dev/null || true
+	@mkdir -p $(BUILD) && rm -f .rocks/bin/wsuv .rocks/bin/wsuv~
+	@d=$$(mktemp -d $(BUILD)/rock-$*.XXXXXX) && \
+	cp -R $(ROCKSPEC) csrc lua $$d/ && { [ ! -d bin ] || cp -R bin $$d/; } && \
+	echo "luarocks make --tree=.rocks --lua-version=$* (in $$d)" && \
+	(cd $$d && $(LUAROCKS) make --tree="$(CURDIR)/.rocks" --lua-version=$* \
+	  $(ROCKSPEC) CFLAGS="$(ROCK_CFLAGS)"); \
+	status=$$?; rm -rf $$d; exit $$status
 
 core: $(CORE_LIB)
 
@@ -218,10 +227,20 @@ bench-callgrind: bench-build
 	  $(BENCH_BIN) --quick
 	callgrind_annotate $(BUILD)/bench/callgrind.out | head -n 40
 
+# The rockspec build runs in a temporary copy, so the binding's entries come
+# from `make binding`, which compiles the same files in place.
 compdb:
-	bear --output compile_commands.json -- $(MAKE) -k -B core ctest-build bench-build fuzz build-5.4
+	bear --output compile_commands.json -- $(MAKE) -k -B core ctest-build bench-build fuzz binding
+
+# The binding and transport with the dev warnings, as errors; the rockspec
+# build leaves -Werror off for users' compilers. gnu99 rather than c99:
+# uv.h needs POSIX types (pthread_rwlock_t) that strict C99 hides.
+binding: $(BINDING_OBJS)
+
+$(BUILD)/binding/%.o: csrc/%.c $(wildcard csrc/*.h)
+	@mkdir -p $(@D)
+	$(CC) $(filter-out -std=c99,$(WARN)) -std=gnu99 -O2 -fPIC -fvisibility=hidden \
+	  $(LUA54_CFLAGS) -Icsrc -c $< -o $@
 
 clean:
 	rm -rf $(BUILD) .rocks compile_commands.json
-	rm -f csrc/*.o wsuv/core.so
-	rmdir wsuv 2>/dev/null || true
