@@ -225,7 +225,7 @@ bench: bench-build
 bench-callgrind: bench-build
 	$(VALGRIND) --tool=callgrind --callgrind-out-file=$(BUILD)/bench/callgrind.out \
 	  $(BENCH_BIN) --quick
-	callgrind_annotate $(BUILD)/bench/callgrind.out | head -n 40
+	callgrind_annotate --auto=no $(BUILD)/bench/callgrind.out | sed -n '/file:function/,$$p' | head -n 20
 
 # The rockspec build runs in a temporary copy, so the binding's entries come
 # from `make binding`, which compiles the same files in place.
