@@ -64,7 +64,7 @@ FORMAT_FILES = $(wildcard csrc/*.[ch] csrc/test/*.[ch] fuzz/*.[ch] bench/*.c)
             $(FUZZ_SRCS:fuzz/%.c=$(BUILD)/fuzz/target/%.o) \
             $(TEST_SRCS:csrc/test/%.c=$(BUILD)/test/obj/%.o)
 
-.PHONY: help deps all build build-5.1 build-5.4 core ctest ctest-build test \
+.PHONY: help deps all build build-5.1 build-5.2 build-5.3 build-5.4 core ctest ctest-build test \
         demo lint luacheck check-layers check-docs check-sources format \
         check-format tidy asan asan-build valgrind fuzz fuzz-smoke bench \
         bench-build bench-callgrind compdb binding clean
@@ -74,7 +74,7 @@ help:
 	@echo "  deps          install the Debian packages everything needs (.ci/deps)"
 	@echo "  all           build wsuv.core for Lua 5.4 into ./.rocks (luarocks make)"
 	@echo "  build-5.1     build wsuv.core for Lua 5.1 and LuaJIT into ./.rocks"
-	@echo "  build         both of the above"
+	@echo "  build         both of the above (build-5.2, build-5.3 work too)"
 	@echo "  core          build/libwsuv_core.a: the sans-IO core without Lua"
 	@echo "  ctest         build and run the C tests (csrc/test/test_*.c)"
 	@echo "  test          deps, build, C tests, busted on LUAS=\"$(LUAS)\"; one summary line"
@@ -104,7 +104,7 @@ build: build-5.1 build-5.4
 # a private copy under build/: objects never land in csrc/, and builds for
 # two ABIs (or two make runs at once) cannot delete each other's objects.
 # The bin/wsuv wrapper is shared by both ABIs in one tree; the last wins.
-build-5.1 build-5.4: build-%:
+build-5.1 build-5.2 build-5.3 build-5.4: build-%:
 	@mkdir -p $(BUILD) && rm -f .rocks/bin/wsuv .rocks/bin/wsuv~
 	@d=$$(mktemp -d $(BUILD)/rock-$*.XXXXXX) && \
 	cp -R $(ROCKSPEC) csrc lua $$d/ && { [ ! -d bin ] || cp -R bin $$d/; } && \
