@@ -64,10 +64,10 @@ FORMAT_FILES = $(wildcard csrc/*.[ch] csrc/test/*.[ch] fuzz/*.[ch] bench/*.c)
             $(FUZZ_SRCS:fuzz/%.c=$(BUILD)/fuzz/target/%.o) \
             $(TEST_SRCS:csrc/test/%.c=$(BUILD)/test/obj/%.o)
 
-.PHONY: help deps all build build-5.1 build-5.2 build-5.3 build-5.4 core ctest ctest-build test \
-        demo lint luacheck check-layers check-docs check-sources format \
-        check-format tidy asan asan-build valgrind fuzz fuzz-smoke bench \
-        bench-build bench-callgrind compdb binding clean
+.PHONY: help deps all build build-5.1 build-5.2 build-5.3 build-5.4 core \
+        ctest ctest-build test demo lint luacheck check-layers check-docs \
+        check-sources format check-format tidy asan asan-build valgrind fuzz \
+        fuzz-smoke bench bench-build bench-callgrind compdb binding clean
 
 help:
 	@echo "wsuv development targets:"
