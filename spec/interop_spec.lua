@@ -227,7 +227,8 @@ local PEER_CLIENTS = {
 }
 
 for _, peer in ipairs(PEER_CLIENTS) do
-  for _, variant in ipairs({ { name = "" }, { name = " (subprotocol chat)", protocol = "chat" } }) do
+  local variants = { { name = "" }, { name = " (subprotocol chat)", protocol = "chat" } }
+  for _, variant in ipairs(variants) do
     describe(peer.name .. " -> our echo server" .. variant.name, function()
       local results, rc, out = {}, nil, ""
 
