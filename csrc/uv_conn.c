@@ -238,15 +238,20 @@ static int seg_push(wsuv_tconn_t *c, const uint8_t *ptr, size_t off, size_t len,
   return 0;
 }
 
+/* Queues the n bytes just written at out_reserve()'s pointer. */
+static int out_commit(wsuv_tconn_t *c, size_t n) {
+  size_t off = c->out_len;
+  c->out_len += n;
+  c->queued += n;
+  return seg_push(c, NULL, off, n, NULL);
+}
+
 /* Appends bytes to out[] as a segment. */
 static int out_append(wsuv_tconn_t *c, const void *p, size_t n) {
   uint8_t *dst = out_reserve(c, n);
   if (!dst) return WSUV_ENOMEM;
   memcpy(dst, p, n);
-  size_t off = c->out_len;
-  c->out_len += n;
-  c->queued += n;
-  return seg_push(c, NULL, off, n, NULL);
+  return out_commit(c, n);
 }
 
 static void mark_dirty(wsuv_tconn_t *c) {
@@ -261,11 +266,7 @@ static void queue_owed(wsuv_tconn_t *c) {
   if (!c->ws_inited || !wsuv_conn_want_write(&c->ws)) return;
   uint8_t *dst = out_reserve(c, WSUV_CONN_OUTPUT_MAX);
   if (!dst) return;
-  size_t n = wsuv_conn_take_output(&c->ws, dst, WSUV_CONN_OUTPUT_MAX);
-  size_t off = c->out_len;
-  c->out_len += n;
-  c->queued += n;
-  seg_push(c, NULL, off, n, NULL);
+  out_commit(c, wsuv_conn_take_output(&c->ws, dst, WSUV_CONN_OUTPUT_MAX));
   mark_dirty(c);
 }
 
@@ -438,10 +439,7 @@ int wsuv__send(wsuv_tconn_t *c, unsigned opcode, unsigned flags,
     uint8_t *dst = out_reserve(c, len);
     if (!dst) return WSUV_ENOMEM;
     wsuv_mask_copy(dst, data, len, key, 0);
-    size_t off = c->out_len;
-    c->out_len += len;
-    c->queued += len;
-    err = seg_push(c, NULL, off, len, NULL);
+    err = out_commit(c, len);
   } else if (pin && len >= PIN_MIN) {
     c->queued += len;
     err = seg_push(c, data, 0, len, pin);
@@ -743,6 +741,14 @@ static void shrink_head(wsuv_tconn_t *c) {
   c->offer_protocols = c->offer_extensions = NULL;
 }
 
+/* Feeds the bytes that followed the HTTP head in the same reads, in place:
+ * the parser copies what it keeps, so nothing points into head afterwards. */
+static void feed_rest(wsuv_tconn_t *c) {
+  size_t rest = c->head_len - c->head_parsed;
+  if (rest) feed_frames(c, (uint8_t *)c->head + c->head_parsed, rest);
+  c->head_len = c->head_parsed;
+}
+
 static void client_head(wsuv_tconn_t *c) {
   ssize_t n = parse_head(c);
   if (n == 0) return;
@@ -780,22 +786,8 @@ static void client_head(wsuv_tconn_t *c) {
   }
   open_ws(c);
   wsuv__ready(c->loop, &c->obj);
-  /* Frames may follow the 101 in the same read: feed them from a copy. */
-  size_t rest = c->head_len - c->head_parsed;
-  uint8_t *tmp = NULL;
-  if (rest) {
-    tmp = malloc(rest);
-    if (!tmp) {
-      fail(c, UV_ENOMEM, "receive");
-      return;
-    }
-    memcpy(tmp, c->head + c->head_parsed, rest);
-  }
+  feed_rest(c); /* Before shrinking: frames may follow the 101. */
   shrink_head(c);
-  if (tmp) {
-    feed_frames(c, tmp, rest);
-    free(tmp);
-  }
 }
 
 static void handle_input(wsuv_tconn_t *c, uint8_t *buf, size_t len) {
@@ -964,6 +956,14 @@ int wsuv__connect(wsuv_loop_t *l, const char *host, int port,
 
 /* ---- Server ------------------------------------------------------------ */
 
+/* Room the extra headers need in a built head ("name: value\r\n"). */
+static size_t extra_size(const wsuv_header_t *extra, size_t n) {
+  size_t size = 0;
+  for (size_t i = 0; i < n; i++)
+    size += extra[i].name_len + extra[i].value_len + 4;
+  return size;
+}
+
 int wsuv__accept(wsuv_tconn_t *c, const char *protocol, const char *extensions,
                  const wsuv_header_t *extra, size_t nextra) {
   if (c->phase != WSUV_PHASE_REQUEST || !c->tcp_open)
@@ -972,37 +972,21 @@ int wsuv__accept(wsuv_tconn_t *c, const char *protocol, const char *extensions,
   size_t key_len = 0;
   int st = wsuv_handshake_check_request(&c->http, &key, &key_len, &why);
   if (st != 0) return WSUV_ESTATE; /* Not an upgrade: respond() is the way. */
-  size_t cap = 512 + (protocol ? strlen(protocol) : 0) +
+  size_t cap = 512 + extra_size(extra, nextra) +
+               (protocol ? strlen(protocol) : 0) +
                (extensions ? strlen(extensions) : 0);
-  for (size_t i = 0; i < nextra; i++)
-    cap += extra[i].name_len + extra[i].value_len + 4;
   uint8_t *dst = out_reserve(c, cap);
   if (!dst) return WSUV_ENOMEM;
   ssize_t n = wsuv_handshake_build_response(
       (char *)dst, cap, key, key_len, protocol, extensions, extra, nextra);
   if (n < 0) return (int)n;
-  size_t off = c->out_len;
-  c->out_len += (size_t)n;
-  c->queued += (size_t)n;
-  seg_push(c, NULL, off, (size_t)n, NULL);
+  out_commit(c, (size_t)n);
   unlink_pending(c);
   c->protocol = dupstr(protocol);
   open_ws(c);
   mark_dirty(c);
-  size_t rest = c->head_len - c->head_parsed;
-  uint8_t *tmp = NULL;
-  if (rest) {
-    tmp = malloc(rest);
-    if (tmp) memcpy(tmp, c->head + c->head_parsed, rest);
-  }
+  feed_rest(c); /* A client may send frames right behind its request. */
   free_handshake(c);
-  if (rest && tmp) {
-    feed_frames(c, tmp, rest);
-    free(tmp);
-  } else if (rest) {
-    fail(c, UV_ENOMEM, "receive");
-    return 0;
-  }
   if (c->tcp_open && c->recv_queued <= c->lim.recv_high) start_reading(c);
   return 0;
 }
@@ -1011,18 +995,13 @@ int wsuv__respond(wsuv_tconn_t *c, int status, const wsuv_header_t *extra,
                   size_t nextra, const char *body, size_t body_len) {
   if (c->phase != WSUV_PHASE_REQUEST || !c->tcp_open)
     return c->tcp_open ? WSUV_ESTATE : WSUV_ECLOSED;
-  size_t cap = 512 + body_len;
-  for (size_t i = 0; i < nextra; i++)
-    cap += extra[i].name_len + extra[i].value_len + 4;
+  size_t cap = 512 + extra_size(extra, nextra) + body_len;
   uint8_t *dst = out_reserve(c, cap);
   if (!dst) return WSUV_ENOMEM;
   ssize_t n = wsuv_http_build_response((char *)dst, cap, status, extra, nextra,
                                        body, body_len);
   if (n < 0) return (int)n;
-  size_t off = c->out_len;
-  c->out_len += (size_t)n;
-  c->queued += (size_t)n;
-  seg_push(c, NULL, off, (size_t)n, NULL);
+  out_commit(c, (size_t)n);
   unlink_pending(c);
   c->phase = WSUV_PHASE_CLOSING;
   /* Read on (and discard) so the peer's FIN is seen. */
