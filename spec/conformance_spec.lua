@@ -24,16 +24,7 @@ local function list_cases()
   return cases, text
 end
 
-local function echo(conn)
-  -- The while form, so that this runs on Lua 5.1 too.
-  while true do
-    local msg, kind = conn:receive()
-    if not msg then
-      break
-    end
-    conn:send(msg, kind)
-  end
-end
+local echo = H.echo
 
 describe("conformance.py against a wsuv echo server", function()
   local cases, listing = list_cases()

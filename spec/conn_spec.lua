@@ -7,15 +7,7 @@ local compat = require "wsuv.compat"
 
 local servers, clients = {}, {}
 
-local function echo(conn)
-  while true do
-    local m, k = conn:receive()
-    if not m then
-      break
-    end
-    conn:send(m, k)
-  end
-end
+local echo = H.echo
 
 local function listen(opts)
   opts = opts or {}

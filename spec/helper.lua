@@ -140,6 +140,18 @@ function H.live(wsuv)
   return s.connections, s.servers
 end
 
+-- The echo handler every spec's server uses. The while form, not
+-- conn:messages(), so that it runs on Lua 5.1 too.
+function H.echo(conn)
+  while true do
+    local msg, kind = conn:receive()
+    if not msg then
+      break
+    end
+    conn:send(msg, kind)
+  end
+end
+
 -- A raw TCP client (LuaSocket, from Debian's lua-socket) for bad peers.
 function H.raw_connect(port)
   local socket = require "socket"

@@ -211,15 +211,7 @@ local CLIENT_CASES = {
   "ping abc -> pong", "subprotocol", "close 4000 bye",
 }
 
-local function echo(conn)
-  while true do -- not conn:messages(): this must run on Lua 5.1 too
-    local msg, kind = conn:receive()
-    if not msg then
-      break
-    end
-    conn:send(msg, kind)
-  end
-end
+local echo = H.echo
 
 local PEER_CLIENTS = {
   { name = "python websockets client", cmd = H.PYTHON .. " " .. H.PEERS .. "py_client.py" },

@@ -6,15 +6,7 @@ local sched = require "wsuv.scheduler"
 
 local default_on_error = sched.on_error
 
-local function echo(conn)
-  while true do
-    local m, k = conn:receive()
-    if not m then
-      break
-    end
-    conn:send(m, k)
-  end
-end
+local echo = H.echo
 
 describe("wsuv scheduler", function()
   after_each(function()
