@@ -40,7 +40,8 @@ import threading
 import time
 
 # The frame codec, payloads and UTF-8/close-code vectors are the server-side
-# suite's (conformance.py, next to this file).
+# suite's (conformance.py, next to this file); no __pycache__ in the tree.
+sys.dont_write_bytecode = True
 from conformance import (CLOSE, CONT, GUID, INVALID, INVALID_CODES, KOSME, OPNAMES,
                          PING, PONG, SPLIT_TEXT, TEXT, BIN, VALID, VALID_CODES,
                          apply_mask, close_payload, describe_close, frame,
