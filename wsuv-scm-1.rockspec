@@ -48,6 +48,7 @@ build = {
         "csrc/ws_conn.c",
         "csrc/uv_loop.c",
         "csrc/uv_conn.c",
+        "csrc/uv_tls.c",
         "csrc/lua_wsuv.c",
         "csrc/lua_conn.c",
       },

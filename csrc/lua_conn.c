@@ -572,6 +572,40 @@ static void read_limits(lua_State *L, int idx, wsuv_limits_t *lim) {
   lua_pop(L, 1);
 }
 
+/* Reads opts.tls (a table) into o; returns 0 when there is none. Strings
+ * stay referenced by the options table for the duration of the call. */
+static int read_tls(lua_State *L, int idx, wsuv_tls_opts_t *o, int server) {
+  memset(o, 0, sizeof(*o));
+  lua_getfield(L, idx, "tls");
+  if (lua_isnil(L, -1) || (lua_isboolean(L, -1) && !lua_toboolean(L, -1))) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  if (lua_isboolean(L, -1)) { /* tls = true: all defaults */
+    lua_pop(L, 1);
+    o->verify = !server;
+    return 1;
+  }
+  if (!lua_istable(L, -1)) luaL_error(L, "option 'tls' must be a table");
+  int t = lua_gettop(L);
+  o->cert = opt_str(L, t, "cert");
+  o->key = opt_str(L, t, "key");
+  o->ca = opt_str(L, t, "ca");
+  o->servername = opt_str(L, t, "servername");
+  lua_getfield(L, t, server ? "verify_client" : "insecure");
+  o->verify = server ? lua_toboolean(L, -1) : !lua_toboolean(L, -1);
+  lua_pop(L, 2);
+  return 1;
+}
+
+static int push_tls_error(lua_State *L, const char *op, int err,
+                          const char *why) {
+  lua_pushnil(L);
+  lua_pushfstring(L, "%s: tls: %s", op, why);
+  lua_pushstring(L, wsuv_err_name(err));
+  return 3;
+}
+
 /* core.connect(host, port, opts) -> conn | nil, msg, code
  * opts: host_header, target, origin, protocols, extensions, headers, and
  * the limits of read_limits. */
@@ -599,8 +633,16 @@ int wsuv__lua_connect(lua_State *L) {
   req.num_headers = n;
   if (port <= 0 || port > 65535)
     return luaL_argerror(L, 2, "port out of range");
+  wsuv_tls_opts_t tls;
+  SSL_CTX *ctx = NULL;
+  if (read_tls(L, 3, &tls, 0)) {
+    char why[256];
+    ctx = wsuv__tls_client_ctx(&ll->loop, &tls, why, sizeof(why));
+    if (!ctx) return push_tls_error(L, "connect", WSUV_ETLS, why);
+  }
   wsuv_tconn_t *c = NULL;
-  int err = wsuv__connect(&ll->loop, host, port, &req, &lim, &c);
+  int err =
+      wsuv__connect(&ll->loop, host, port, &req, &lim, ctx, tls.servername, &c);
   lua_pop(L, 1);
   if (err == WSUV_EINVAL)
     return luaL_error(L, "connect: invalid header or option value");
@@ -623,10 +665,18 @@ int wsuv__lua_listen(lua_State *L) {
     luaL_checktype(L, 3, LUA_TTABLE);
     read_limits(L, 3, &opts.lim);
     opts.max_pending = (size_t)opt_u64(L, 3, "max_pending", 0);
+    wsuv_tls_opts_t tls;
+    char why[256];
+    if (read_tls(L, 3, &tls, 1)) {
+      int e = wsuv__tls_ctx_new(&tls, 1, &opts.tls_ctx, why, sizeof(why));
+      if (e == WSUV_EINVAL) return luaL_error(L, "listen: tls: %s", why);
+      if (e) return push_tls_error(L, "listen", e, why);
+    }
   }
   wsuv_tserver_t *s = NULL;
   int err = wsuv__listen(&ll->loop, host, port, &opts, &s);
   if (err) {
+    SSL_CTX_free(opts.tls_ctx);
     lua_pushnil(L);
     lua_pushfstring(L, "listen: %s", uv_strerror(err));
     lua_pushstring(L, uv_err_name(err));
@@ -641,6 +691,27 @@ int wsuv__lua_listen(lua_State *L) {
   lua_pushvalue(L, -1);
   b->anchor = luaL_ref(L, LUA_REGISTRYINDEX);
   s->obj.data = b;
+  return 1;
+}
+
+/* server:set_tls(opts) -> true | nil, msg, code: new certificates for new
+ * connections; open ones keep theirs. */
+static int l_server_set_tls(lua_State *L) {
+  wsuv_lserver_t *b = check_server(L);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_newtable(L); /* read_tls reads opts.tls: wrap the argument */
+  lua_pushvalue(L, 2);
+  lua_setfield(L, -2, "tls");
+  wsuv_tls_opts_t tls;
+  read_tls(L, lua_gettop(L), &tls, 1);
+  if (!b->s || !b->s->tls_ctx)
+    return wsuv__lua_push_error(L, WSUV_ESTATE, "not a TLS listener");
+  char why[256];
+  SSL_CTX *ctx = NULL;
+  int e = wsuv__tls_ctx_new(&tls, 1, &ctx, why, sizeof(why));
+  if (e) return push_tls_error(L, "set_tls", e, why);
+  wsuv__server_set_tls(b->s, ctx);
+  lua_pushboolean(L, 1);
   return 1;
 }
 
@@ -730,6 +801,29 @@ static int l_server_tostring(lua_State *L) {
   return 1;
 }
 
+/* conn:tls_info() -> {version, cipher, alpn, peer, verified} or nil */
+static int l_conn_tls_info(lua_State *L) {
+  wsuv_lconn_t *b = luaL_checkudata(L, 1, WSUV_CONN_MT);
+  wsuv_tls_info_t info;
+  if (!b->c || !b->c->tls || wsuv__tls_info(b->c->tls, &info) != 0) return 0;
+  lua_createtable(L, 0, 5);
+  lua_pushstring(L, info.version);
+  lua_setfield(L, -2, "version");
+  lua_pushstring(L, info.cipher);
+  lua_setfield(L, -2, "cipher");
+  if (info.alpn_len) {
+    lua_pushlstring(L, info.alpn, info.alpn_len);
+    lua_setfield(L, -2, "alpn");
+  }
+  if (info.peer_subject[0]) {
+    lua_pushstring(L, info.peer_subject);
+    lua_setfield(L, -2, "peer");
+  }
+  lua_pushboolean(L, info.verified);
+  lua_setfield(L, -2, "verified");
+  return 1;
+}
+
 static const luaL_Reg conn_methods[] = {{"try_receive", l_conn_try_receive},
                                         {"send_frame", l_conn_send},
                                         {"queued", l_conn_queued},
@@ -743,6 +837,7 @@ static const luaL_Reg conn_methods[] = {{"try_receive", l_conn_try_receive},
                                         {"accept", l_conn_accept},
                                         {"respond", l_conn_respond},
                                         {"pongs", l_conn_pongs},
+                                        {"tls_info", l_conn_tls_info},
                                         {NULL, NULL}};
 
 static const luaL_Reg server_methods[] = {{"try_accept", l_server_try_accept},
@@ -751,6 +846,7 @@ static const luaL_Reg server_methods[] = {{"try_accept", l_server_try_accept},
                                           {"closed", l_server_closed},
                                           {"broadcast", l_server_broadcast},
                                           {"clients", l_server_clients},
+                                          {"set_tls", l_server_set_tls},
                                           {NULL, NULL}};
 
 static void new_class(lua_State *L, const char *name, const luaL_Reg *methods,

@@ -168,6 +168,7 @@ static void close_cb(uv_handle_t *h) {
   free(c->protocol);
   free_handshake(c);
   if (c->ws_inited) wsuv_conn_free(&c->ws);
+  wsuv__tls_free(c->tls);
   free(c);
 }
 
@@ -308,8 +309,112 @@ static void reset_output(wsuv_tconn_t *c) {
   }
 }
 
+/* Writes bufs (total bytes, all counted in c->queued): uv_try_write first,
+ * then one uv_write for the rest, whose request takes out and segs. Returns
+ * 1 when everything went at once (out and segs stay the caller's), 0 when a
+ * write is pending (they were taken), or an error (c failed; they stay the
+ * caller's). */
+static int submit(wsuv_tconn_t *c, uv_buf_t *bufs, size_t n, size_t total,
+                  uint8_t *out, wsuv_seg_t *segs, size_t nsegs) {
+  size_t done = 0;
+  if (c->tcp.write_queue_size == 0) {
+    int r = uv_try_write((uv_stream_t *)&c->tcp, bufs, (unsigned)n);
+    if (r > 0)
+      done = (size_t)r;
+    else if (r < 0 && r != UV_EAGAIN && r != UV_ENOSYS) {
+      fail(c, r, "write");
+      return r;
+    }
+  }
+  c->queued -= done;
+  if (done == total) return 1;
+  size_t first = 0, skip = done;
+  while (skip >= bufs[first].len) {
+    skip -= bufs[first].len;
+    first++;
+  }
+  bufs[first].base += skip;
+  bufs[first].len -= skip;
+  wreq_t *w = malloc(sizeof(*w));
+  if (!w) {
+    fail(c, UV_ENOMEM, "write");
+    return UV_ENOMEM;
+  }
+  *w = (wreq_t){
+      .c = c, .out = out, .segs = segs, .nsegs = nsegs, .bytes = total - done};
+  int r = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs + first,
+                   (unsigned)(n - first), write_cb);
+  if (r < 0) {
+    c->queued -= w->bytes;
+    free(w);
+    fail(c, r, "write");
+    return r;
+  }
+  return 0;
+}
+
+/* Sends the ciphertext OpenSSL has produced. Returns as submit() does (1
+ * also when there was none). */
+static int send_cipher(wsuv_tconn_t *c) {
+  size_t n = wsuv__tls_pending(c->tls);
+  if (!n || !c->tcp_open) return 1;
+  uint8_t *buf = malloc(n);
+  if (!buf) {
+    fail(c, UV_ENOMEM, "write");
+    return UV_ENOMEM;
+  }
+  n = wsuv__tls_take(c->tls, buf, n);
+  uv_buf_t b = uv_buf_init((char *)buf, (unsigned)n);
+  c->queued += n;
+  int r = submit(c, &b, 1, n, buf, NULL, 0);
+  if (r != 0) free(buf);
+  return r;
+}
+
+static void tls_fail(wsuv_tconn_t *c) {
+  char why[224];
+  wsuv__tls_explain(c->tls, why, sizeof(why));
+  set_errorf(c, WSUV_ETLS, "tls", why);
+  if (c->ws_inited) c->ws.close_code = 1006;
+  send_cipher(c); /* An alert tells the peer why. */
+  close_handle(c);
+}
+
+/* Encrypts the queued plaintext once the handshake is done; until then,
+ * advances the handshake and keeps it queued. */
+static int flush_tls(wsuv_tconn_t *c) {
+  if (!wsuv__tls_done(c->tls)) {
+    if (c->phase < WSUV_PHASE_HANDSHAKE) return 0; /* Not connected yet. */
+    int r = wsuv__tls_handshake(c->tls);
+    if (r < 0) {
+      tls_fail(c);
+      return r;
+    }
+    if (r == 0) return send_cipher(c) < 0 ? WSUV_ETLS : 0;
+  }
+  size_t total = 0, nsegs = c->nsegs;
+  for (size_t i = 0; i < nsegs; i++) {
+    wsuv_seg_t *s = &c->segs[i];
+    int err =
+        wsuv__tls_write(c->tls, s->ptr ? s->ptr : c->out + s->off, s->len);
+    if (err) {
+      tls_fail(c);
+      return err;
+    }
+    total += s->len;
+  }
+  release_segs(c->segs, nsegs);
+  c->queued -= total;
+  reset_output(c);
+  int r = send_cipher(c);
+  if (r == 1 && nsegs) after_write(c);
+  return r < 0 ? r : 0;
+}
+
 static int flush_conn(wsuv_tconn_t *c) {
-  if (!c->nsegs || !c->tcp_open) return 0;
+  if (!c->tcp_open) return 0;
+  if (c->tls) return flush_tls(c);
+  if (!c->nsegs) return 0;
   uv_buf_t stack[STACK_BUFS], *bufs = stack;
   size_t n = c->nsegs, total = 0;
   if (n > STACK_BUFS) {
@@ -322,62 +427,20 @@ static int flush_conn(wsuv_tconn_t *c) {
     bufs[i] = uv_buf_init((char *)p, (unsigned)s->len);
     total += s->len;
   }
-  /* Try the socket first: when it takes everything, nothing is allocated. */
-  size_t done = 0;
-  if (c->tcp.write_queue_size == 0) {
-    int r = uv_try_write((uv_stream_t *)&c->tcp, bufs, (unsigned)n);
-    if (r > 0)
-      done = (size_t)r;
-    else if (r < 0 && r != UV_EAGAIN && r != UV_ENOSYS) {
-      if (bufs != stack) free(bufs);
-      fail(c, r, "write");
-      return r;
-    }
-  }
-  if (done == total) {
-    release_segs(c->segs, c->nsegs);
-    c->queued -= total;
-    reset_output(c);
-    if (bufs != stack) free(bufs);
-    after_write(c);
-    return 0;
-  }
-  size_t first = 0, skip = done;
-  while (skip >= bufs[first].len) {
-    skip -= bufs[first].len;
-    first++;
-  }
-  bufs[first].base += skip;
-  bufs[first].len -= skip;
-  wreq_t *w = malloc(sizeof(*w));
-  if (!w) {
-    if (bufs != stack) free(bufs);
-    fail(c, UV_ENOMEM, "write");
-    return UV_ENOMEM;
-  }
-  *w = (wreq_t){.c = c,
-                .out = c->out,
-                .segs = c->segs,
-                .nsegs = c->nsegs,
-                .bytes = total - done};
-  c->queued -= done;
-  c->out = NULL;
-  c->out_len = c->out_cap = 0;
-  c->segs = NULL;
-  c->nsegs = c->segs_cap = 0;
-  int r = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs + first,
-                   (unsigned)(n - first), write_cb);
+  int r = submit(c, bufs, n, total, c->out, c->segs, c->nsegs);
   if (bufs != stack) free(bufs);
-  if (r < 0) {
-    release_segs(w->segs, w->nsegs);
-    c->queued -= w->bytes;
-    free(w->segs);
-    free(w->out);
-    free(w);
-    fail(c, r, "write");
-    return r;
+  if (r == 1) {
+    /* Everything went at once: nothing was allocated for the write. */
+    release_segs(c->segs, c->nsegs);
+    reset_output(c);
+    after_write(c);
+  } else if (r == 0) {
+    c->out = NULL; /* The write request owns them now. */
+    c->out_len = c->out_cap = 0;
+    c->segs = NULL;
+    c->nsegs = c->segs_cap = 0;
   }
-  return 0;
+  return r < 0 ? r : 0;
 }
 
 void wsuv__loop_flush(wsuv_loop_t *l) {
@@ -399,6 +462,12 @@ static void shutdown_cb(uv_shutdown_t *req, int status) {
 
 static void do_shutdown(wsuv_tconn_t *c) {
   if (c->shutting == 2 || !c->tcp_open) return;
+  if (c->tls && !c->tls_bye && wsuv__tls_done(c->tls)) {
+    c->tls_bye = 1;
+    wsuv__tls_shutdown(c->tls);      /* close_notify, then the TCP FIN */
+    if (send_cipher(c) != 1) return; /* write_cb brings us back */
+    if (c->shutting == 2 || !c->tcp_open) return;
+  }
   c->shutting = 2;
   uv_shutdown_t *req = malloc(sizeof(*req));
   if (!req || uv_shutdown(req, (uv_stream_t *)&c->tcp, shutdown_cb) != 0) {
@@ -513,6 +582,42 @@ static void on_eof(wsuv_tconn_t *c, int err) {
   close_handle(c);
 }
 
+/* Ciphertext in buf (the loop's read buffer) goes to OpenSSL, and the
+ * plaintext comes back into the same buffer, one record at a time. */
+static void tls_input(wsuv_tconn_t *c, uint8_t *buf, size_t len) {
+  if (wsuv__tls_feed(c->tls, buf, len) != 0) {
+    fail(c, UV_ENOMEM, "tls");
+    return;
+  }
+  if (!wsuv__tls_done(c->tls)) {
+    int r = wsuv__tls_handshake(c->tls);
+    if (r < 0) {
+      tls_fail(c);
+      return;
+    }
+    if (r == 0) {
+      send_cipher(c);
+      return;
+    }
+    mark_dirty(c); /* Plaintext queued meanwhile (the request) can go. */
+  }
+  while (c->tcp_open) {
+    ssize_t n = wsuv__tls_read(c->tls, buf, WSUV_READ_BUFFER_SIZE);
+    if (n > 0) {
+      handle_input(c, buf, (size_t)n);
+      continue;
+    }
+    if (n == 0) break;
+    if (n == UV_EOF) {
+      on_eof(c, UV_EOF);
+      return;
+    }
+    tls_fail(c);
+    return;
+  }
+  if (c->tcp_open) send_cipher(c);
+}
+
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   wsuv_tconn_t *c = s->data;
   wsuv_loop_t *l = c->loop;
@@ -523,7 +628,10 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   c->last_recv = wsuv__now(l);
-  handle_input(c, (uint8_t *)buf->base, (size_t)nread);
+  if (c->tls)
+    tls_input(c, (uint8_t *)buf->base, (size_t)nread);
+  else
+    handle_input(c, (uint8_t *)buf->base, (size_t)nread);
 }
 
 static int start_reading(wsuv_tconn_t *c) {
@@ -901,11 +1009,20 @@ static char *dupstr(const char *s) {
 
 int wsuv__connect(wsuv_loop_t *l, const char *host, int port,
                   const wsuv_client_request_t *req, const wsuv_limits_t *lim,
+                  SSL_CTX *tls_ctx, const char *servername,
                   wsuv_tconn_t **out) {
   uint8_t nonce[16];
   if (RAND_bytes(nonce, sizeof(nonce)) != 1) return UV_EIO;
   wsuv_tconn_t *c = conn_new(l, WSUV_ROLE_CLIENT, lim);
   if (!c) return UV_ENOMEM;
+  if (tls_ctx) {
+    c->tls = wsuv__tls_new(tls_ctx, 0, servername ? servername : host);
+    if (!c->tls) {
+      wsuv__abort(c, WSUV_ETLS, NULL);
+      c->obj.data = NULL;
+      return WSUV_ETLS;
+    }
+  }
   wsuv_handshake_key(nonce, c->key);
   size_t cap = 1024;
   for (;;) {
@@ -1036,6 +1153,7 @@ static void server_close_cb(uv_handle_t *h) {
   if (s->next) s->next->prev = s->prev;
   if (s->loop->hooks.freed) s->loop->hooks.freed(&s->obj);
   wsuv__unready(s->loop, &s->obj);
+  SSL_CTX_free(s->tls_ctx);
   free(s);
 }
 
@@ -1047,6 +1165,10 @@ static void connection_cb(uv_stream_t *ls, int status) {
   c->server = s;
   c->phase = WSUV_PHASE_HANDSHAKE;
   c->deadline = wsuv__now(s->loop) + c->lim.handshake_timeout;
+  if (s->tls_ctx && !(c->tls = wsuv__tls_new(s->tls_ctx, 1, NULL))) {
+    close_handle(c);
+    return;
+  }
   if (uv_accept(ls, (uv_stream_t *)&c->tcp) != 0 || start_reading(c) != 0) {
     close_handle(c);
     return;
@@ -1066,6 +1188,7 @@ int wsuv__listen(wsuv_loop_t *l, const char *host, int port,
   s->obj.kind = WSUV_OBJ_SERVER;
   s->loop = l;
   s->opts = *opts;
+  s->opts.tls_ctx = NULL;
   wsuv__limits_default(&s->opts.lim);
   if (!s->opts.max_pending) s->opts.max_pending = 1024;
   uv_tcp_init(l->uv, &s->tcp);
@@ -1080,6 +1203,7 @@ int wsuv__listen(wsuv_loop_t *l, const char *host, int port,
     uv_close((uv_handle_t *)&s->tcp, server_close_cb);
     return err;
   }
+  s->tls_ctx = opts->tls_ctx;
   *out = s;
   return 0;
 }
@@ -1117,6 +1241,12 @@ void wsuv__server_close(wsuv_tserver_t *s) {
   uv_close((uv_handle_t *)&s->tcp, server_close_cb);
 }
 
+void wsuv__server_set_tls(wsuv_tserver_t *s, SSL_CTX *ctx) {
+  /* Each connection holds a reference to the context it started with. */
+  SSL_CTX_free(s->tls_ctx);
+  s->tls_ctx = ctx;
+}
+
 /* ---- Deadlines --------------------------------------------------------- */
 
 static void sweep_conn(wsuv_tconn_t *c, uint64_t now) {
@@ -1133,7 +1263,9 @@ static void sweep_conn(wsuv_tconn_t *c, uint64_t now) {
       return;
     case WSUV_PHASE_HANDSHAKE:
     case WSUV_PHASE_REQUEST:
-      wsuv__abort(c, UV_ETIMEDOUT, "handshake: timed out");
+      wsuv__abort(c, UV_ETIMEDOUT,
+                  c->tls && !wsuv__tls_done(c->tls) ? "tls: handshake timed out"
+                                                    : "handshake: timed out");
       return;
     default:
       /* The peer did not finish the closing handshake in time. */

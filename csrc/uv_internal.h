@@ -8,6 +8,7 @@
 #ifndef WSUV_UV_INTERNAL_H
 #define WSUV_UV_INTERNAL_H
 
+#include <openssl/ssl.h>
 #include <uv.h>
 
 #include "wsuv.h"
@@ -18,6 +19,7 @@
 typedef struct wsuv_loop_s wsuv_loop_t;
 typedef struct wsuv_tconn_s wsuv_tconn_t;
 typedef struct wsuv_tserver_s wsuv_tserver_t;
+typedef struct wsuv_tls_s wsuv_tls_t;
 
 typedef enum { WSUV_OBJ_CONN = 1, WSUV_OBJ_SERVER } wsuv_obj_kind_t;
 
@@ -59,7 +61,8 @@ struct wsuv_loop_s {
   wsuv_tconn_t *dirty;     /* connections with output to flush */
   wsuv_tserver_t *servers; /* open listeners */
   size_t nconns;
-  int closing; /* wsuv_loop_close called */
+  int closing;     /* wsuv_loop_close called */
+  void *tls_cache; /* client SSL_CTXs by options (uv_tls.c) */
 };
 
 typedef enum {
@@ -115,7 +118,9 @@ struct wsuv_tconn_s {
   int error;           /* uv or WSUV code of a failure, or 0 */
   char *why;           /* malloc'd explanation of error */
   wsuv_limits_t lim;
-  wsuv_conn_t ws; /* protocol state once open */
+  wsuv_conn_t ws;  /* protocol state once open */
+  wsuv_tls_t *tls; /* wss://, or NULL */
+  uint8_t tls_bye; /* close_notify queued */
   /* Handshake, freed once open. */
   char *head;
   size_t head_len, head_cap, head_parsed; /* parsed: head length once known */
@@ -142,9 +147,27 @@ struct wsuv_tconn_s {
   uint64_t last_recv, last_activity, ping_sent;
 };
 
+/* TLS options. Files are PEM; ca is a file or an OpenSSL hashed directory. */
+typedef struct {
+  const char *cert, *key; /* our certificate chain and key (key: or cert) */
+  const char *ca;         /* trust anchors; client default: system store */
+  const char *servername; /* client: SNI and name to verify (default host) */
+  int verify;             /* client: check the server (default on); server:
+                             require a client certificate signed by ca */
+} wsuv_tls_opts_t;
+
+typedef struct {
+  const char *version, *cipher; /* static strings */
+  const char *alpn;             /* not NUL-terminated */
+  size_t alpn_len;
+  char peer_subject[256]; /* empty without a peer certificate */
+  int verified;           /* the peer certificate passed verification */
+} wsuv_tls_info_t;
+
 typedef struct {
   wsuv_limits_t lim;
   size_t max_pending; /* parsed requests waiting for Lua */
+  SSL_CTX *tls_ctx;   /* taken over by the server when listen succeeds */
 } wsuv_server_opts_t;
 
 struct wsuv_tserver_s {
@@ -156,6 +179,7 @@ struct wsuv_tserver_s {
   wsuv_tconn_t *pending_head, *pending_tail; /* parsed requests */
   size_t npending;
   int closed;
+  SSL_CTX *tls_ctx; /* wss:// listener, or NULL */
 };
 
 /* Loop (uv_loop.c). */
@@ -174,9 +198,11 @@ void wsuv__limits_default(wsuv_limits_t *lim);
 
 /* Connections (uv_conn.c). Functions returning int give 0 or a negative
  * uv/WSUV code; on failure nothing was started. */
+/* tls_ctx, when not NULL, makes it wss:// (the connection takes a
+ * reference); servername is the name to send and verify. */
 int wsuv__connect(wsuv_loop_t *l, const char *host, int port,
                   const wsuv_client_request_t *req, const wsuv_limits_t *lim,
-                  wsuv_tconn_t **out);
+                  SSL_CTX *tls_ctx, const char *servername, wsuv_tconn_t **out);
 /* Sends one frame. pin, when not NULL, lends data for a zero-copy write
  * (server role); otherwise data is copied. */
 int wsuv__send(wsuv_tconn_t *c, unsigned opcode, unsigned flags,
@@ -206,5 +232,37 @@ int wsuv__listen(wsuv_loop_t *l, const char *host, int port,
 wsuv_tconn_t *wsuv__server_pop(wsuv_tserver_t *s);
 int wsuv__server_port(wsuv_tserver_t *s);
 void wsuv__server_close(wsuv_tserver_t *s);
+/* Swaps the listener's certificates; connections that are up keep theirs. */
+void wsuv__server_set_tls(wsuv_tserver_t *s, SSL_CTX *ctx);
+
+/* TLS (uv_tls.c). Functions give 0 or a negative WSUV_E* code, and on
+ * failure write an explanation into why. */
+int wsuv__tls_ctx_new(const wsuv_tls_opts_t *o, int server, SSL_CTX **out,
+                      char *why, size_t cap);
+/* A client context for o, shared by every connection of the loop with the
+ * same options (the loop owns it). NULL on failure. */
+SSL_CTX *wsuv__tls_client_ctx(wsuv_loop_t *l, const wsuv_tls_opts_t *o,
+                              char *why, size_t cap);
+void wsuv__tls_cache_free(wsuv_loop_t *l);
+/* name: the client's SNI and the host name or IP address to verify. */
+wsuv_tls_t *wsuv__tls_new(SSL_CTX *ctx, int server, const char *name);
+void wsuv__tls_free(wsuv_tls_t *t);
+int wsuv__tls_done(const wsuv_tls_t *t);
+/* Advances the handshake: 1 when complete, 0 when it needs input. */
+int wsuv__tls_handshake(wsuv_tls_t *t);
+/* Hands received ciphertext to OpenSSL (copied). */
+int wsuv__tls_feed(wsuv_tls_t *t, const uint8_t *p, size_t n);
+/* Decrypts into out: bytes (> 0), 0 when it needs input, UV_EOF after the
+ * peer's close_notify, or WSUV_ETLS. */
+ssize_t wsuv__tls_read(wsuv_tls_t *t, uint8_t *out, size_t cap);
+/* Encrypts all of p (handshake done). */
+int wsuv__tls_write(wsuv_tls_t *t, const uint8_t *p, size_t n);
+/* Ciphertext waiting to be sent, and taking it. */
+size_t wsuv__tls_pending(const wsuv_tls_t *t);
+size_t wsuv__tls_take(wsuv_tls_t *t, uint8_t *out, size_t cap);
+void wsuv__tls_shutdown(wsuv_tls_t *t); /* queues close_notify */
+/* Why the last call failed, drained from OpenSSL's error queue. */
+void wsuv__tls_explain(wsuv_tls_t *t, char *why, size_t cap);
+int wsuv__tls_info(wsuv_tls_t *t, wsuv_tls_info_t *info);
 
 #endif

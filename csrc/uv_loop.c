@@ -127,6 +127,7 @@ void wsuv__loop_close(wsuv_loop_t *l) {
     uv_loop_close(l->uv);
     free(l->uv);
   }
+  wsuv__tls_cache_free(l);
   free(l->ready);
   free(l->rbuf);
   l->ready = NULL;

@@ -43,7 +43,8 @@ extern "C" {
   XX(EEXTENSION, -30012, "extension negotiation failed", 1010)                 \
   XX(EDEFLATE, -30013, "invalid compressed data", 1007)                        \
   XX(ESTATE, -30014, "not allowed in this state", 1011)                        \
-  XX(EBUFFULL, -30015, "send buffer full", 1011)
+  XX(EBUFFULL, -30015, "send buffer full", 1011)                               \
+  XX(ETLS, -30016, "TLS failure", 1015)
 
 typedef enum {
 #define WSUV_XX(name, val, msg, close) WSUV_##name = val,
@@ -345,6 +346,152 @@ WSUV_EXTERN int wsuv_handshake_check_response(const wsuv_http_head_t *res,
                                               const char *offered_protocols,
                                               const char *offered_extensions,
                                               const char **why);
+
+/* ---- permessage-deflate (ws_deflate.c, RFC 7692) ------------------------ */
+
+/* What both sides agreed on in the opening handshake (RFC 7692 7.1). Window
+ * bits are 8..15 (15 when the parameter was absent). */
+typedef struct {
+  uint8_t server_no_context_takeover; /* the server resets after each message */
+  uint8_t client_no_context_takeover; /* the client resets after each message */
+  uint8_t server_max_window_bits;     /* LZ77 window of what the server sends */
+  uint8_t client_max_window_bits;     /* LZ77 window of what the client sends */
+} wsuv_pmd_params_t;
+
+#define WSUV_PMD_DEFAULT_LEVEL     1   /* zlib level: fastest, see ws_deflate.c */
+#define WSUV_PMD_DEFAULT_MEM_LEVEL 8   /* zlib's default */
+#define WSUV_PMD_DEFAULT_THRESHOLD 64u /* bytes; see ws_deflate.c */
+
+/* What we offer (client) or accept (server), and how we compress. Zero
+ * fields take defaults, so a zeroed struct with enabled = 1 means "plain
+ * permessage-deflate". Window bits are 0 (no limit: 15) or 8..15. */
+typedef struct {
+  int enabled;                        /* 0: never negotiate the extension */
+  uint8_t server_no_context_takeover; /* ask for / impose a server reset */
+  uint8_t client_no_context_takeover; /* ask for / impose a client reset */
+  uint8_t server_max_window_bits;     /* client: ask the server to stay under
+                                         it; server: our own limit */
+  uint8_t client_max_window_bits;     /* client: our own limit (offered with
+                                         the value); server: limit imposed on
+                                         a client that offers the parameter */
+  int level;                          /* 1..9; 0: WSUV_PMD_DEFAULT_LEVEL */
+  int mem_level;                      /* 1..9; 0: WSUV_PMD_DEFAULT_MEM_LEVEL */
+  size_t threshold; /* messages shorter than this are sent plain;
+                       0: WSUV_PMD_DEFAULT_THRESHOLD (1: compress all) */
+} wsuv_pmd_options_t;
+
+/* Server side. Reads every Sec-WebSocket-Extensions header of req, skips
+ * other extensions and permessage-deflate offers with unknown, duplicate or
+ * malformed parameters (RFC 7692 5 and 7.1), and accepts the first offer it
+ * can honour under opt. On acceptance fills *agreed and writes the response
+ * header value, NUL-terminated, into response_ext (cap bytes; 128 always
+ * suffice), e.g. "permessage-deflate; client_max_window_bits=10". Returns 1
+ * when accepted, 0 when declined (response_ext is then ""; send no
+ * extension header), WSUV_ENOBUFS when cap is too small, WSUV_EINVAL for
+ * options out of range. */
+WSUV_EXTERN int wsuv_pmd_negotiate(const wsuv_http_head_t *req,
+                                   const wsuv_pmd_options_t *opt,
+                                   wsuv_pmd_params_t *agreed,
+                                   char *response_ext, size_t cap);
+
+/* Client side. Writes the offer for opt, NUL-terminated, into out (cap
+ * bytes; 128 always suffice), always with client_max_window_bits so that
+ * the server may limit our window. Returns its length (0 and "" when
+ * opt->enabled is 0), WSUV_ENOBUFS or WSUV_EINVAL. */
+WSUV_EXTERN ssize_t wsuv_pmd_offer(const wsuv_pmd_options_t *opt, char *out,
+                                   size_t cap);
+
+/* Client side: checks the server's Sec-WebSocket-Extensions against the
+ * offer made from opt (RFC 7692 7.1). Returns 1 with *agreed filled when the
+ * server accepted, 0 when it sent no extension, or WSUV_EEXTENSION with *why
+ * (when not NULL) set to a static explanation: an unknown extension,
+ * permessage-deflate twice or when not offered, an unknown, duplicate or
+ * malformed parameter, window bits out of range or above the offer, or
+ * client_max_window_bits when it was not offered. The connection must then
+ * be failed (close code 1010). */
+WSUV_EXTERN int wsuv_pmd_accept_response(const wsuv_http_head_t *res,
+                                         const wsuv_pmd_options_t *opt,
+                                         wsuv_pmd_params_t *agreed,
+                                         const char **why);
+
+/* zlib memory accounting, shared by both stream kinds. Private. */
+typedef struct {
+  wsuv_allocator_t alloc;
+  size_t mem; /* bytes held now: zlib's state and window, our stream */
+  size_t cap; /* allocations beyond this fail (Z_MEM_ERROR -> ENOMEM) */
+} wsuv_zmem_t;
+
+/* Compressor for the messages one side sends. Caller-allocated; the zlib
+ * stream is allocated on first use, through alloc. */
+typedef struct {
+  wsuv_zmem_t zm;
+  void *z;          /* private: zlib stream, or NULL */
+  uint8_t *out;     /* output storage (via alloc), owned by the context */
+  size_t out_cap;
+  int level;        /* zlib level */
+  uint8_t mem_level;
+  uint8_t window_bits;  /* as agreed (8..15); zlib is given 9 for 8 */
+  uint8_t no_context_takeover;
+  uint8_t in_message;   /* a message was started and not finished */
+} wsuv_deflate_t;
+
+/* Sets d up for the messages role sends under agreed (the server_* or the
+ * client_* half), with opt's level and mem_level (opt may be NULL). Does not
+ * allocate. Returns 0 or WSUV_EINVAL for parameters out of range. */
+WSUV_EXTERN int wsuv_deflate_init(wsuv_deflate_t *d, wsuv_role_t role,
+                                  const wsuv_pmd_params_t *agreed,
+                                  const wsuv_pmd_options_t *opt,
+                                  const wsuv_allocator_t *alloc);
+/* Frees the stream and the output storage. d may be re-initialised. */
+WSUV_EXTERN void wsuv_deflate_free(wsuv_deflate_t *d);
+/* Compresses n bytes of in, the next part of the message being sent (the
+ * first call starts a message; fin ends it), with a sync flush so that the
+ * peer can inflate every part as it arrives. At fin the trailing 00 00 ff ff
+ * is removed (RFC 7692 7.2.1), and an empty result becomes the single byte
+ * 00 (7.2.3.6); then the stream is reset when our side agreed to no context
+ * takeover. Sets *out to the payload, in storage owned by d that stays valid
+ * until the next call on d. Returns its length (0 for a non-final empty
+ * part), WSUV_ENOMEM, or WSUV_EINVAL when n is too large to bound. After an
+ * error the stream is reset and the message must be abandoned (the
+ * connection failed). */
+WSUV_EXTERN ssize_t wsuv_deflate_compress(wsuv_deflate_t *d, const uint8_t *in,
+                                          size_t n, int fin,
+                                          const uint8_t **out);
+/* Bytes of zlib state and window d holds now (counted through alloc; the
+ * output storage, d->out_cap bytes, is not included). 0 before first use. */
+WSUV_EXTERN size_t wsuv_deflate_memory(const wsuv_deflate_t *d);
+
+/* Decompressor for the messages the peer sends: bounded and pull-style. */
+typedef struct {
+  wsuv_zmem_t zm;
+  void *z; /* private: zlib stream and input state, or NULL */
+  uint8_t window_bits;
+  uint8_t no_context_takeover;
+} wsuv_inflate_t;
+
+/* Sets z up for the messages the peer of role sends under agreed. Does not
+ * allocate. Returns 0 or WSUV_EINVAL. */
+WSUV_EXTERN int wsuv_inflate_init(wsuv_inflate_t *z, wsuv_role_t role,
+                                  const wsuv_pmd_params_t *agreed,
+                                  const wsuv_allocator_t *alloc);
+WSUV_EXTERN void wsuv_inflate_free(wsuv_inflate_t *z);
+/* Hands z the next n compressed bytes of the current message (the first
+ * call starts one; fin marks its last part). z reads them in place: in must
+ * stay valid and unchanged until wsuv_inflate_pull has returned 0. Returns 0;
+ * WSUV_ESTATE while earlier input is not used up; WSUV_ENOMEM. */
+WSUV_EXTERN int wsuv_inflate_feed(wsuv_inflate_t *z, const uint8_t *in,
+                                  size_t n, int fin);
+/* Inflates into out, at most cap (> 0) bytes. Returns the number written
+ * (> 0: call again), or 0 once the input fed so far is used up: after fin
+ * that means the message is complete (00 00 ff ff appended, RFC 7692 7.2.2),
+ * and the stream is reset or freed when the peer agreed to no context
+ * takeover. WSUV_EDEFLATE for corrupt data (close 1007), WSUV_ENOMEM. zlib's
+ * own memory is bounded by the window, and output never exceeds cap, so a
+ * caller that stops pulling at its limit allocates nothing beyond it. */
+WSUV_EXTERN ssize_t wsuv_inflate_pull(wsuv_inflate_t *z, uint8_t *out,
+                                      size_t cap);
+/* Bytes of zlib state and window z holds now (0 while idle when freed). */
+WSUV_EXTERN size_t wsuv_inflate_memory(const wsuv_inflate_t *z);
 
 #ifdef __cplusplus
 }

@@ -51,8 +51,9 @@ function M.connect(address, opts)
   if not u then
     return nil, "connect: " .. err, "EINVAL"
   end
-  if u.secure then
-    return nil, "connect: wss:// (TLS) is not supported yet", "ENOTSUP"
+  local tls = opts.tls
+  if tls ~= nil and type(tls) ~= "table" then
+    error("connect: tls must be a table", 2)
   end
   local protocols = opts.protocols
   if protocols ~= nil then
@@ -70,6 +71,7 @@ function M.connect(address, opts)
     origin = opts.origin,
     protocols = protocols,
     headers = opts.headers,
+    tls = u.secure and (tls or {}) or nil,
   }
   for _, k in ipairs(limit_keys) do
     copts[k] = opts[k]

@@ -25,12 +25,7 @@ describe("our client against a misbehaving server", function()
   end
 
   after_each(function()
-    for i = #conns, 1, -1 do
-      local c = table.remove(conns, i)
-      if c:state() ~= "closed" then
-        c:close()
-      end
-    end
+    H.close_all(conns)
     for i = #servers, 1, -1 do
       H.stop(table.remove(servers, i))
     end

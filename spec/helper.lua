@@ -171,5 +171,29 @@ H.UPGRADE = table.concat({
   "", "",
 }, "\r\n")
 
+-- Empties a list of connections, closing those still open (after_each).
+function H.close_all(conns)
+  for i = #conns, 1, -1 do
+    local c = table.remove(conns, i)
+    if c:state() ~= "closed" then
+      c:close()
+    end
+  end
+end
+
+-- Test certificates (spec/peers/gen_certs.sh), made once per process in a
+-- temporary directory. Returns that directory, with a trailing slash.
+local cert_dir
+function H.certs()
+  if not cert_dir then
+    local d = os.tmpname()
+    os.remove(d)
+    assert(os.execute("sh " .. H.PEERS .. "gen_certs.sh " .. d .. " >/dev/null 2>&1"))
+    assert(read_file(d .. "/server.pem"), "gen_certs.sh made no certificates")
+    cert_dir = d .. "/"
+  end
+  return cert_dir
+end
+
 package.loaded["spec.helper"] = H
 return H

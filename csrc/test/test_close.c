@@ -142,6 +142,7 @@ static void test_errno(void) {
   CHECK_EQ_INT(wsuv_err_close_code(WSUV_ETOOBIG), 1009);
   CHECK_EQ_INT(wsuv_err_close_code(WSUV_ENOMEM), 1011);
   CHECK_EQ_INT(wsuv_err_close_code(WSUV_EEXTENSION), 1010);
+  CHECK_EQ_INT(wsuv_err_close_code(WSUV_ETLS), 1015);
   CHECK_EQ_INT(wsuv_err_close_code(12345), 1011);
   /* Every entry has a distinct name and a message. */
   int count = 0;
@@ -152,7 +153,7 @@ static void test_errno(void) {
   count++;
   WSUV_ERRNO_MAP(WSUV_XX)
 #undef WSUV_XX
-  CHECK_EQ_INT(count, 15);
+  CHECK_EQ_INT(count, 16);
 }
 
 int main(void) {

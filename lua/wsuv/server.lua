@@ -189,9 +189,6 @@ function M.listen(opts)
       error("listen: option '" .. k .. "' must be a function", 2)
     end
   end
-  if opts.tls then
-    return nil, "listen: TLS (wss://) is not supported yet", "ENOTSUP"
-  end
   local s, err, code = core.listen(opts.host or "127.0.0.1", opts.port or 0, opts)
   if not s then
     return nil, err, code
@@ -199,6 +196,7 @@ function M.listen(opts)
   local self = setmetatable({ _s = s, opts = opts, accepted = {} }, Server)
   self.port = s:port()
   self.host = opts.host or "127.0.0.1"
+  self.secure = opts.tls and true or false
   sched.spawn(acceptor, self)
   return self
 end
@@ -220,6 +218,16 @@ function Server:accept(timeout)
       return nil, err, code
     end
   end
+end
+
+-- ok = server:reload_tls{cert, key[, ca, verify_client]}: new certificates for
+-- the connections that follow; open ones keep theirs. nil, msg, code when
+-- the files do not load (the old certificates stay in use).
+function Server:reload_tls(tls)
+  if type(tls) ~= "table" then
+    error("reload_tls: expected a table", 2)
+  end
+  return self._s:set_tls(tls)
 end
 
 -- sent, skipped = server:broadcast(data[, kind[, {close_slow = true}]])

@@ -1,14 +1,51 @@
 #!/bin/sh
-# Generate a throw-away test CA and a server certificate for 127.0.0.1/localhost.
-#   sh gen_certs.sh DIR   -> DIR/ca.pem DIR/server.pem DIR/server.key
+# Generates throw-away test certificates (EC P-256, quick to make):
+#   sh gen_certs.sh DIR
+#   DIR/ca.pem ca.key            the test root CA
+#   DIR/server.pem server.key    127.0.0.1 + localhost, issued by an
+#                                intermediate CA: server.pem is the chain
+#   DIR/expired.pem expired.key  127.0.0.1, expired yesterday
+#   DIR/wronghost.pem .key       valid, but for other.example only
+#   DIR/self.pem self.key        127.0.0.1, self-signed
+#   DIR/client.pem client.key    a client certificate (CN=wsuv-client)
+#   DIR/other-ca.pem             an unrelated CA (the "wrong CA")
+#   DIR/server2.pem server2.key  a second server certificate (CN=reloaded)
 set -eu
 d=${1:?usage: gen_certs.sh DIR}
 mkdir -p "$d"
-openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=wsuv-test-ca \
-    -keyout "$d/ca.key" -out "$d/ca.pem" 2>/dev/null
-openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 \
-    -keyout "$d/server.key" -out "$d/server.csr" 2>/dev/null
-printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n' > "$d/ext.cnf"
-openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" \
-    -CAcreateserial -days 30 -extfile "$d/ext.cnf" -out "$d/server.pem" 2>/dev/null
-rm -f "$d/server.csr" "$d/ext.cnf" "$d/ca.srl"
+cd "$d"
+ec="-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+
+ca() { # ca NAME CN
+  openssl req -x509 $ec -days 30 -subj "/CN=$2" -keyout "$1.key" -out "$1.pem" \
+    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=keyCertSign,cRLSign 2>/dev/null
+}
+# leaf NAME CN ISSUER DAYS EXT
+leaf() {
+  openssl req $ec -subj "/CN=$2" -keyout "$1.key" -out "$1.csr" 2>/dev/null
+  printf '%s\nbasicConstraints=CA:FALSE\n' "$5" >"$1.ext"
+  openssl x509 -req -in "$1.csr" -CA "$3.pem" -CAkey "$3.key" -CAcreateserial \
+    -days "$4" -extfile "$1.ext" -out "$1.pem" 2>/dev/null
+  rm -f "$1.csr" "$1.ext"
+}
+local_san='subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost'
+
+ca ca wsuv-test-ca
+ca other-ca wsuv-other-ca
+# Intermediate CA, signed by the root.
+openssl req $ec -subj /CN=wsuv-test-intermediate -keyout inter.key -out inter.csr 2>/dev/null
+printf 'basicConstraints=critical,CA:TRUE\nkeyUsage=keyCertSign,cRLSign\n' >inter.ext
+openssl x509 -req -in inter.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 30 \
+  -extfile inter.ext -out inter.pem 2>/dev/null
+rm -f inter.csr inter.ext
+
+leaf server 127.0.0.1 inter 30 "$local_san"
+cat inter.pem >>server.pem # the chain: leaf first, then the intermediate
+leaf server2 reloaded inter 30 "$local_san"
+cat inter.pem >>server2.pem
+leaf expired 127.0.0.1 ca -1 "$local_san"
+leaf wronghost other.example ca 30 'subjectAltName=DNS:other.example'
+leaf client wsuv-client ca 30 'extendedKeyUsage=clientAuth'
+openssl req -x509 $ec -days 30 -subj /CN=127.0.0.1 -addext "$local_san" \
+  -keyout self.key -out self.pem 2>/dev/null
+rm -f ./*.srl
