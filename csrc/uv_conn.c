@@ -354,16 +354,38 @@ static int submit(wsuv_tconn_t *c, uv_buf_t *bufs, size_t n, size_t total,
 }
 
 /* Sends the ciphertext OpenSSL has produced. Returns as submit() does (1
- * also when there was none). */
+ * also when there was none). Small output (most messages) goes through a
+ * stack buffer and is copied to the heap only if the socket does not take
+ * it all at once. */
 static int send_cipher(wsuv_tconn_t *c) {
+  uint8_t stack[4096], *buf = stack;
   size_t n = wsuv__tls_pending(c->tls);
   if (!n || !c->tcp_open) return 1;
-  uint8_t *buf = malloc(n);
-  if (!buf) {
-    fail(c, UV_ENOMEM, "write");
-    return UV_ENOMEM;
+  if (n > sizeof(stack) || c->tcp.write_queue_size) {
+    buf = malloc(n);
+    if (!buf) {
+      fail(c, UV_ENOMEM, "write");
+      return UV_ENOMEM;
+    }
   }
   n = wsuv__tls_take(c->tls, buf, n);
+  if (buf == stack) {
+    uv_buf_t b = uv_buf_init((char *)buf, (unsigned)n);
+    int r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    if (r == (int)n) return 1;
+    if (r < 0 && r != UV_EAGAIN && r != UV_ENOSYS) {
+      fail(c, r, "write");
+      return r;
+    }
+    size_t done = r > 0 ? (size_t)r : 0;
+    buf = malloc(n - done);
+    if (!buf) {
+      fail(c, UV_ENOMEM, "write");
+      return UV_ENOMEM;
+    }
+    memcpy(buf, stack + done, n - done);
+    n -= done;
+  }
   uv_buf_t b = uv_buf_init((char *)buf, (unsigned)n);
   c->queued += n;
   int r = submit(c, &b, 1, n, buf, NULL, 0);
@@ -947,6 +969,8 @@ static void connect_cb(uv_connect_t *req, int status) {
   }
   uv_freeaddrinfo(c->addrs);
   c->addrs = c->addr_next = NULL;
+  /* Small frames (and TLS handshake flights) must not wait for Nagle. */
+  uv_tcp_nodelay(&c->tcp, 1);
   c->phase = WSUV_PHASE_HANDSHAKE;
   c->deadline = wsuv__now(c->loop) + c->lim.handshake_timeout;
   int err = out_append(c, c->request, c->request_len);
