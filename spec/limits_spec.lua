@@ -1,11 +1,12 @@
 -- spec/limits_spec.lua: the limits and timeouts not covered elsewhere:
--- max_head (431), max_frame (1009), close_timeout on both sides and the
--- handshake_timeout option.
+-- max_head (431), max_frame (1009), close_timeout on both sides, the
+-- handshake_timeout option, max_pending (503) and keepalive dead-peer
+-- detection (ping_interval/ping_timeout) on both sides.
 local H = require "spec.helper"
 local wsuv = require "wsuv"
 
 describe("limits", function()
-  local servers, conns, sockets = {}, {}, {}
+  local servers, conns, sockets, peers, cores = {}, {}, {}, {}, {}
 
   local function listen(opts)
     opts.host, opts.port = "127.0.0.1", 0
@@ -28,6 +29,16 @@ describe("limits", function()
       s:close()
     end
     sockets = {}
+    for _, p in ipairs(peers) do
+      H.stop(p)
+    end
+    peers = {}
+    for _, c in ipairs(cores) do
+      if c:state() ~= "closed" then
+        c:abort()
+      end
+    end
+    cores = {}
     for _, c in ipairs(conns) do
       if c:state() ~= "closed" then
         c:abort()
@@ -116,5 +127,170 @@ describe("limits", function()
     local took = wsuv.now() - t0
     assert.is_true(closed)
     assert.is_true(took >= 0.25 and took < 1.5, "dropped after " .. took .. " s")
+  end)
+  -- Raw clients that have each sent an upgrade request; none read yet.
+  local function raw_requests(port, n)
+    local list = {}
+    for i = 1, n do
+      local sock = H.raw_connect(port)
+      sockets[#sockets + 1] = sock
+      assert(sock:send(H.UPGRADE))
+      sock:settimeout(0)
+      list[i] = sock
+    end
+    return list
+  end
+
+  -- Status codes of the responses that have arrived on socks, by index:
+  -- waits at most timeout seconds until want of them have, and adds them to
+  -- got (the status lines already read) and returns it.
+  local function statuses(socks, want, timeout, got)
+    got = got or {}
+    H.wait_until(wsuv, function()
+      local n = 0
+      for i, sock in ipairs(socks) do
+        if not got[i] then
+          local line = sock:receive("*l")
+          got[i] = line and tonumber(line:match("^HTTP/1%.1 (%d%d%d) "))
+        end
+        if got[i] then
+          n = n + 1
+        end
+      end
+      return n >= want
+    end, timeout)
+    return got
+  end
+
+  local function count(got, status)
+    local n = 0
+    for _, v in pairs(got) do
+      if v == status then
+        n = n + 1
+      end
+    end
+    return n
+  end
+
+  it("a burst of requests beyond max_pending: the excess gets 503", function()
+    -- Six requests arrive before the loop runs, so C parses all of them in
+    -- one pass, before the server's Lua coroutine can take any.
+    local s = listen({ max_pending = 2 })
+    local socks = raw_requests(s.port, 6)
+    local got = statuses(socks, 6, 3)
+    assert.are.same({ 2, 4 }, { count(got, 101), count(got, 503) })
+    -- The two that were queued are real connections: they echo.
+    for i, sock in ipairs(socks) do
+      if got[i] == 101 then
+        repeat
+          local line = assert(sock:receive("*l"))
+        until line == ""
+        assert(sock:send(wsuv.core.encode_frame(1, "hi", { mask = true })))
+        local echo = ""
+        H.wait_until(wsuv, function()
+          local data, _, part = sock:receive(4 - #echo)
+          echo = echo .. (data or part)
+          return #echo == 4
+        end, 3)
+        assert.are.equal("\129\2hi", echo)
+      end
+    end
+  end)
+
+  it("max_pending counts the requests Lua has not taken yet (core server)", function()
+    local core = wsuv.core
+    local s = assert(core.listen("127.0.0.1", 0, { max_pending = 2 }))
+    local ok, err = pcall(function()
+      local socks = raw_requests(s:port(), 3)
+      local got = statuses(socks, 1, 3)
+      -- Two wait in the queue (no answer), the third was refused.
+      assert.are.same({ 0, 1 }, { count(got, 101), count(got, 503) })
+      wsuv.sleep(0.1)
+      got = statuses(socks, 1, 0, got)
+      assert.are.same({ 0, 1 }, { count(got, 101), count(got, 503) })
+      -- Taking one frees a slot: a fourth request is queued, not refused.
+      local c = assert(s:try_accept())
+      cores[#cores + 1] = c
+      assert.are.equal("request", c:state())
+      assert(c:accept(nil, nil, nil))
+      local more = raw_requests(s:port(), 1)
+      socks[4] = more[1]
+      wsuv.sleep(0.2)
+      got = statuses(socks, 2, 3, got)
+      assert.are.same({ 1, 1 }, { count(got, 101), count(got, 503) }, "4th: " .. tostring(got[4]))
+      local queued = 0
+      while true do
+        local q = s:try_accept()
+        if not q then
+          break
+        end
+        cores[#cores + 1] = q
+        queued = queued + 1
+      end
+      assert.are.equal(2, queued)
+    end)
+    s:stop()
+    assert(ok, err)
+  end)
+
+  it("keepalive: a peer that never answers pings is dropped (server side)", function()
+    local result
+    local s = listen({
+      ping_interval = 0.2,
+      ping_timeout = 0.2,
+      on_connect = function(conn)
+        local t0 = wsuv.now()
+        local r = { conn:receive() }
+        r.took = wsuv.now() - t0
+        r.state = { conn:state() }
+        result = r
+      end,
+    })
+    local sock = raw_requests(s.port, 1)[1]
+    local bytes = ""
+    assert.is_true(H.wait_until(wsuv, function()
+      local data, err, part = sock:receive(4096)
+      bytes = bytes .. (data or part or "")
+      return err == "closed"
+    end, 3))
+    assert.is_truthy(result)
+    -- receive() -> nil, "closed", 1006 (no close frame: the peer is gone),
+    -- and the reason says why.
+    assert.are.same({ "closed", 1006, "keepalive: no pong from peer" },
+      { result[2], result[3], result[4] })
+    assert.is_nil(result[1])
+    assert.are.same({ "closed", "keepalive: no pong from peer", "ETIMEDOUT" }, result.state)
+    -- ping_interval of silence, then ping_timeout without a pong (the
+    -- sweep runs every 0.1 s).
+    assert.is_true(result.took >= 0.38 and result.took < 1, "dropped after " .. result.took)
+    -- The peer saw the 101, one empty ping, and then the TCP close.
+    local head, frames = bytes:match("^(.-\r\n\r\n)(.*)$")
+    assert.is_truthy(head and head:match("^HTTP/1%.1 101 "), bytes)
+    assert.are.equal("\137\0", frames)
+  end)
+
+  it("keepalive: our client drops a server that never answers pings", function()
+    local peer = H.start_server(H.PYTHON .. " " .. H.PEERS .. "raw_server.py --port 0 --mode mute")
+    peers[#peers + 1] = peer
+    local c = assert(connect(("ws://127.0.0.1:%d/"):format(peer.port),
+      { ping_interval = 0.2, ping_timeout = 0.2 }))
+    local t0 = wsuv.now()
+    local msg, kind, code, reason = c:receive(5)
+    local took = wsuv.now() - t0
+    assert.is_nil(msg)
+    assert.are.same({ "closed", 1006, "keepalive: no pong from peer" }, { kind, code, reason })
+    assert.are.same({ "closed", "keepalive: no pong from peer", "ETIMEDOUT" }, { c:state() })
+    assert.is_true(took >= 0.38 and took < 1, "dropped after " .. took)
+  end)
+
+  it("keepalive: a peer that answers stays connected, idle, past the timeout", function()
+    local _, url = listen({})
+    local c = assert(connect(url, { ping_interval = 0.1, ping_timeout = 0.1 }))
+    wsuv.sleep(0.7)
+    assert.are.equal("open", c:state())
+    -- The keepalive pings went out and their pongs came back.
+    assert.is_true(c:pongs() >= 2, "pongs: " .. c:pongs())
+    assert.is_true(c:send("still here"))
+    assert.are.equal("still here", c:receive(2))
   end)
 end)

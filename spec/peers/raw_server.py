@@ -21,8 +21,11 @@ Modes (the handshake is read first in every mode):
   huge         valid handshake, then a binary header announcing 2^40 bytes
   protocol     handshake answering Sec-WebSocket-Protocol: unoffered
   extension    handshake answering Sec-WebSocket-Extensions: x-unknown
+  mute         valid handshake, then reads and ignores everything: never a
+               pong, never a close reply (a dead peer for keepalive tests)
 After the misbehaviour the server reads (and discards) until the client
-closes; a client close frame gets a close reply (except in `drop`).
+closes; a client close frame gets a close reply (except in `drop` and
+`mute`).
 """
 import argparse
 import base64
@@ -38,7 +41,7 @@ import time
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MODES = ["garbage", "bad-accept", "no-101", "silent", "half", "masked", "reserved-op",
-         "bad-utf8", "close-1002", "drop", "huge", "protocol", "extension"]
+         "bad-utf8", "close-1002", "drop", "huge", "protocol", "extension", "mute"]
 ARGS = None
 
 
@@ -118,6 +121,10 @@ class Handler(socketserver.BaseRequestHandler):
                     return
                 elif mode == "huge":
                     s.sendall(struct.pack("!BBQ", 0x82, 127, 1 << 40) + b"\x00" * 16)
+                elif mode == "mute":
+                    while time.monotonic() < end and s.recv(65536):
+                        pass
+                    return
             self.drain(s, rest, end, mode)
         except OSError:
             pass
