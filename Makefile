@@ -66,7 +66,7 @@ FORMAT_FILES = $(wildcard csrc/*.[ch] csrc/test/*.[ch] fuzz/*.[ch] bench/*.c)
 
 .PHONY: help deps all build build-5.1 build-5.2 build-5.3 build-5.4 core \
         ctest ctest-build test demo lint luacheck check-layers check-docs \
-        check-sources format check-format tidy asan asan-build valgrind fuzz \
+        check-sources format check-format tidy asan asan-build valgrind valgrind-lua fuzz \
         fuzz-smoke bench bench-build bench-callgrind compdb binding clean
 
 help:
@@ -85,6 +85,7 @@ help:
 	@echo "  tidy          clang-tidy over the core (.clang-tidy)"
 	@echo "  asan          C tests under ASan+UBSan (clang)"
 	@echo "  valgrind      C tests under valgrind"
+	@echo "  valgrind-lua  plain and TLS transport paths under valgrind (Lua 5.4)"
 	@echo "  fuzz          build the libFuzzer targets (fuzz/fuzz_*.c)"
 	@echo "  fuzz-smoke    run each fuzz target FUZZ_SECONDS=$(FUZZ_SECONDS) on a copy of its corpus"
 	@echo "  bench         core micro-benchmarks (bench/bench_core.c)"
@@ -190,6 +191,17 @@ asan: asan-build
 
 valgrind: ctest-build
 	@.ci/ctest valgrind $(BUILD)/test $(VALGRIND) -q --error-exitcode=1 --leak-check=full
+
+# The transport and the binding under valgrind: one Lua 5.4 process walks
+# plain and TLS paths (spec/valgrind/scenario.lua) with fresh certificates.
+valgrind-lua: build-5.4
+	@d=$$(mktemp -d) && sh spec/peers/gen_certs.sh $$d && \
+	LUA_PATH="./lua/?.lua;;" LUA_CPATH="./.rocks/lib/lua/5.4/?.so;;" \
+	  $(VALGRIND) -q --error-exitcode=9 --leak-check=full \
+	  --errors-for-leak-kinds=definite --show-leak-kinds=definite \
+	  lua5.4 spec/valgrind/scenario.lua $$d/ </dev/null; rc=$$?; rm -rf $$d; \
+	if [ $$rc = 0 ]; then echo "valgrind-lua: 1 passed, 0 failed"; \
+	else echo "valgrind-lua: 0 passed, 1 failed (exit $$rc)"; exit 1; fi
 
 fuzz: $(FUZZ_BINS)
 

@@ -1,0 +1,100 @@
+-- spec/valgrind/scenario.lua: one process that walks the transport's paths
+-- (plain and TLS echo, large messages, refused certificates, mutual TLS,
+-- abuse of a TLS port, aborts mid-handshake, protocol errors, server
+-- close), for `make valgrind-lua`: valgrind must report no error and no
+-- definite leak. Usage: lua5.4 scenario.lua CERTDIR/
+local wsuv = require "wsuv"
+local C = assert(arg[1], "usage: scenario.lua CERTDIR/")
+
+local steps = 0
+local function step(name, ok, detail)
+  steps = steps + 1
+  if not ok then
+    error(("step %d (%s) failed: %s"):format(steps, name, tostring(detail)), 2)
+  end
+end
+
+local function echo(conn)
+  while true do
+    local msg, kind = conn:receive()
+    if not msg then
+      break
+    end
+    conn:send(msg, kind)
+  end
+end
+
+local function scenario()
+  local tls = { cert = C .. "server.pem", key = C .. "server.key" }
+  local plain = assert(wsuv.listen { port = 0, on_connect = echo })
+  local secure = assert(wsuv.listen { port = 0, tls = tls, on_connect = echo })
+  local mutual = assert(wsuv.listen {
+    port = 0, on_connect = echo,
+    tls = { cert = tls.cert, key = tls.key, ca = C .. "ca.pem", verify_client = true },
+  })
+  local ca = { ca = C .. "ca.pem" }
+
+  for _, url in ipairs({ "ws://127.0.0.1:" .. plain.port, "wss://127.0.0.1:" .. secure.port }) do
+    local c = assert(wsuv.connect(url, { tls = ca }))
+    local big = ("x"):rep(3 * 1024 * 1024 + 7)
+    step("send", c:send(big, "binary"))
+    local got = c:receive()
+    step("big echo " .. url, got == big, got and #got)
+    local w = c:writer("text")
+    w:write("frag")
+    w:finish("ment")
+    step("fragments", c:receive() == "fragment")
+    step("ping", c:ping("p"))
+    step("close", c:close(1000, "bye"))
+  end
+
+  local c, err = wsuv.connect("wss://127.0.0.1:" .. secure.port, { tls = { ca = C .. "other-ca.pem" } })
+  step("wrong CA refused", not c and err:find("verify failed"), err)
+  c, err = wsuv.connect("wss://127.0.0.1:" .. mutual.port, { tls = ca })
+  step("client cert required", not c, err)
+  c = assert(wsuv.connect("wss://127.0.0.1:" .. mutual.port, {
+    tls = { ca = C .. "ca.pem", cert = C .. "client.pem", key = C .. "client.key" },
+  }))
+  step("mutual echo", c:send("m") and c:receive() == "m")
+  c, err = wsuv.connect("wss://127.0.0.1:" .. plain.port, { tls = ca })
+  step("tls to plain port", not c, err)
+  c, err = wsuv.connect("ws://127.0.0.1:" .. secure.port)
+  step("plain to tls port", not c, err)
+  step("reload", secure:reload_tls { cert = C .. "server2.pem", key = C .. "server2.key" })
+  step("bad reload", not secure:reload_tls { cert = C .. "missing.pem" })
+
+  -- Aborted mid-handshake (TLS and HTTP), and a peer that breaks the protocol.
+  local pending = assert(wsuv.core.connect("127.0.0.1", secure.port, { tls = ca }))
+  wsuv.sleep(0.01)
+  pending:abort()
+  pending = assert(wsuv.core.connect("127.0.0.1", plain.port, {}))
+  pending:abort()
+  c = assert(wsuv.connect("ws://127.0.0.1:" .. plain.port))
+  -- A continuation frame with no message to continue: the server fails
+  -- the connection with 1002.
+  step("stray continuation sent", c:send_frame("x", "continuation", true))
+  local msg, what, code = c:receive(2)
+  step("protocol error closes", msg == nil and code == 1002, tostring(what) .. " " .. tostring(code))
+
+  -- Connections left open when the servers close.
+  local open = {}
+  for i = 1, 5 do
+    open[i] = assert(wsuv.connect("wss://127.0.0.1:" .. secure.port, { tls = { insecure = true } }))
+  end
+  plain:close()
+  secure:close()
+  mutual:close()
+  for i = 1, 5 do
+    step("server closed " .. i, open[i]:receive(5) == nil)
+  end
+end
+
+wsuv.spawn(function()
+  local ok, err = pcall(scenario)
+  if not ok then
+    io.stderr:write(tostring(err), "\n")
+    os.exit(1)
+  end
+end)
+wsuv.run()
+print(("scenario: %d steps passed"):format(steps))
