@@ -48,7 +48,8 @@ local function scenario()
     step("close", c:close(1000, "bye"))
   end
 
-  local c, err = wsuv.connect("wss://127.0.0.1:" .. secure.port, { tls = { ca = C .. "other-ca.pem" } })
+  local other = { ca = C .. "other-ca.pem" }
+  local c, err = wsuv.connect("wss://127.0.0.1:" .. secure.port, { tls = other })
   step("wrong CA refused", not c and err:find("verify failed"), err)
   c, err = wsuv.connect("wss://127.0.0.1:" .. mutual.port, { tls = ca })
   step("client cert required", not c, err)
@@ -74,7 +75,7 @@ local function scenario()
   -- the connection with 1002.
   step("stray continuation sent", c:send_frame("x", "continuation", true))
   local msg, what, code = c:receive(2)
-  step("protocol error closes", msg == nil and code == 1002, tostring(what) .. " " .. tostring(code))
+  step("protocol error closes", msg == nil and code == 1002, tostring(what) .. tostring(code))
 
   -- Connections left open when the servers close.
   local open = {}
