@@ -9,16 +9,21 @@ local wsuv = require "wsuv"
 local M = {}
 
 local usage = [[
-usage: wsuv [options] ws://host[:port]/path [message ...]
+usage: wsuv [options] ws[s]://host[:port]/path [message ...]
   -p, --protocol NAME   offer a subprotocol (repeatable)
   -H, --header "K: V"   add a request header (repeatable)
   -w, --wait SECONDS    how long to wait for replies after each message (1)
   -b, --binary          send messages as binary
+      --ca FILE         trust this CA (PEM file or directory) for wss://
+      --cert FILE       client certificate for wss:// (with --key)
+      --key FILE        its private key
+  -k, --insecure        do not verify the server's certificate
   -h, --help            this text
 With no message arguments, each line of standard input is sent.]]
 
 local function parse_args(args)
-  local o = { protocols = {}, headers = {}, messages = {}, wait = 1 }
+  local o = { protocols = {}, headers = {}, messages = {}, wait = 1, tls = {} }
+  local tls_files = { ["--ca"] = "ca", ["--cert"] = "cert", ["--key"] = "key" }
   local i = 1
   while i <= #args do
     local a = args[i]
@@ -42,6 +47,14 @@ local function parse_args(args)
       end
     elseif a == "-b" or a == "--binary" then
       o.binary = true
+    elseif tls_files[a] then
+      i = i + 1
+      if not args[i] then
+        return nil, a .. " needs a file name"
+      end
+      o.tls[tls_files[a]] = args[i]
+    elseif a == "-k" or a == "--insecure" then
+      o.tls.insecure = true
     elseif not o.url then
       o.url = a
     else
@@ -83,6 +96,7 @@ function M.main(args, stdin, stdout, stderr)
   local conn, msg, code = wsuv.connect(o.url, {
     protocols = #o.protocols > 0 and o.protocols or nil,
     headers = o.headers,
+    tls = o.tls,
   })
   if not conn then
     stderr:write("wsuv: ", msg, " (", tostring(code), ")\n")

@@ -1,0 +1,133 @@
+-- spec/cli_spec.lua: the `wsuv` command-line client (lua/wsuv/cli.lua),
+-- called in this process against in-process servers (its blocking calls
+-- run the loop, so the servers' coroutines keep running), and bin/wsuv
+-- as a child process reading standard input.
+local H = require "spec.helper"
+local wsuv = require "wsuv"
+local cli = require "wsuv.cli"
+
+-- A file-like sink for stdout/stderr.
+local function sink()
+  local parts = {}
+  return {
+    write = function(self, ...)
+      for _, v in ipairs({ ... }) do
+        parts[#parts + 1] = tostring(v)
+      end
+      return self
+    end,
+    flush = function() end,
+    text = function()
+      return table.concat(parts)
+    end,
+  }
+end
+
+-- A stdin whose lines() yields the given lines.
+local function lines_of(list)
+  return {
+    lines = function()
+      local i = 0
+      return function()
+        i = i + 1
+        return list[i]
+      end
+    end,
+  }
+end
+
+describe("the wsuv command-line client", function()
+  local servers = {}
+  local C = H.certs()
+
+  local function listen(opts)
+    opts.port = 0
+    opts.on_connect = opts.on_connect or function(conn)
+      while true do
+        local msg, kind = conn:receive()
+        if not msg then
+          break
+        end
+        conn:send("echo:" .. msg, kind)
+      end
+    end
+    local s = assert(wsuv.listen(opts))
+    servers[#servers + 1] = s
+    return s
+  end
+
+  local function run(args, stdin)
+    local out, err = sink(), sink()
+    local rc = cli.main(args, stdin or lines_of({}), out, err)
+    return rc, out.text(), err.text()
+  end
+
+  after_each(function()
+    for i = #servers, 1, -1 do
+      table.remove(servers, i):close()
+    end
+    assert.are.same({ 0, 0 }, { H.live(wsuv) })
+  end)
+
+  it("sends its message arguments and prints each reply", function()
+    local s = listen {}
+    local rc, out, err = run({ "-w", "0.5", "ws://127.0.0.1:" .. s.port .. "/", "one", "two" })
+    assert.are.equal(0, rc, err)
+    assert.are.equal("echo:one\necho:two\n", out)
+  end)
+
+  it("sends standard input line by line; binary replies are summarised", function()
+    local s = listen {}
+    local rc, out, err = run({ "-b", "-w", "0.5", "ws://127.0.0.1:" .. s.port }, lines_of({ "abc", "de" }))
+    assert.are.equal(0, rc, err)
+    assert.are.equal("<binary 8 bytes>\n<binary 7 bytes>\n", out)
+  end)
+
+  it("speaks wss:// with --ca, and refuses an unknown CA unless --insecure", function()
+    local s = listen { tls = { cert = C .. "server.pem", key = C .. "server.key" } }
+    local url = "wss://127.0.0.1:" .. s.port .. "/"
+    local rc, out, err = run({ "--ca", C .. "ca.pem", "-w", "0.5", url, "secure" })
+    assert.are.equal(0, rc, err)
+    assert.are.equal("echo:secure\n", out)
+    rc, out, err = run({ "--ca", C .. "other-ca.pem", url, "x" })
+    assert.are.equal(1, rc)
+    assert.are.equal("", out)
+    assert.is_truthy(err:find("certificate verify failed", 1, true), err)
+    rc, out, err = run({ "-k", "-w", "0.5", url, "anyway" })
+    assert.are.equal(0, rc, err)
+    assert.are.equal("echo:anyway\n", out)
+  end)
+
+  it("reports the server closing, refused connections and bad usage", function()
+    local s = listen {
+      on_connect = function(conn)
+        conn:receive()
+        conn:close(4000, "enough")
+      end,
+    }
+    local rc, out = run({ "-w", "2", "ws://127.0.0.1:" .. s.port, "hi", "never sent" })
+    assert.are.equal(0, rc)
+    assert.are.equal("closed by server: 4000 enough\n", out)
+    local port = s.port
+    s:close()
+    table.remove(servers)
+    local err
+    rc, out, err = run({ "ws://127.0.0.1:" .. port, "x" })
+    assert.are.equal(1, rc)
+    assert.is_truthy(err:find("ECONNREFUSED", 1, true), err)
+    rc, out, err = run({})
+    assert.are.equal(2, rc)
+    assert.is_truthy(err:find("usage", 1, true))
+    rc = run({ "--ca" })
+    assert.are.equal(2, rc)
+  end)
+
+  it("bin/wsuv runs as a command and reads stdin", function()
+    local s = listen {}
+    local lua = H.lua_interpreter()
+    local cmd = ("printf 'x\\ny\\n' | %s bin/wsuv -w 0.3 ws://127.0.0.1:%d/"):format(lua, s.port)
+    local rc, out = H.wait_job(wsuv, H.start_job(cmd), 20)
+    assert.are.equal(0, rc, out)
+    assert.are.equal("echo:x\necho:y\n", out)
+  end)
+end)
