@@ -78,7 +78,8 @@ describe("the wsuv command-line client", function()
 
   it("sends standard input line by line; binary replies are summarised", function()
     local s = listen {}
-    local rc, out, err = run({ "-b", "-w", "0.5", "ws://127.0.0.1:" .. s.port }, lines_of({ "abc", "de" }))
+    local args = { "-b", "-w", "0.5", "ws://127.0.0.1:" .. s.port }
+    local rc, out, err = run(args, lines_of({ "abc", "de" }))
     assert.are.equal(0, rc, err)
     assert.are.equal("<binary 8 bytes>\n<binary 7 bytes>\n", out)
   end)
@@ -112,10 +113,10 @@ describe("the wsuv command-line client", function()
     s:close()
     table.remove(servers)
     local err
-    rc, out, err = run({ "ws://127.0.0.1:" .. port, "x" })
+    rc, _, err = run({ "ws://127.0.0.1:" .. port, "x" })
     assert.are.equal(1, rc)
     assert.is_truthy(err:find("ECONNREFUSED", 1, true), err)
-    rc, out, err = run({})
+    rc, _, err = run({})
     assert.are.equal(2, rc)
     assert.is_truthy(err:find("usage", 1, true))
     rc = run({ "--ca" })
