@@ -112,7 +112,7 @@ describe("the wsuv command-line client", function()
     local port = s.port
     s:close()
     table.remove(servers)
-    local err
+    local _, err
     rc, _, err = run({ "ws://127.0.0.1:" .. port, "x" })
     assert.are.equal(1, rc)
     assert.is_truthy(err:find("ECONNREFUSED", 1, true), err)
