@@ -45,6 +45,7 @@ build = {
         "csrc/ws_close.c",
         "csrc/ws_frame.c",
         "csrc/ws_handshake.c",
+        "csrc/ws_deflate.c",
         "csrc/ws_conn.c",
         "csrc/uv_loop.c",
         "csrc/uv_conn.c",

@@ -358,8 +358,8 @@ typedef struct {
   uint8_t client_max_window_bits;     /* LZ77 window of what the client sends */
 } wsuv_pmd_params_t;
 
-#define WSUV_PMD_DEFAULT_LEVEL     1   /* zlib level: fastest, see ws_deflate.c */
-#define WSUV_PMD_DEFAULT_MEM_LEVEL 8   /* zlib's default */
+#define WSUV_PMD_DEFAULT_LEVEL     1 /* zlib level: fastest, see ws_deflate.c */
+#define WSUV_PMD_DEFAULT_MEM_LEVEL 8 /* zlib's default */
 #define WSUV_PMD_DEFAULT_THRESHOLD 64u /* bytes; see ws_deflate.c */
 
 /* What we offer (client) or accept (server), and how we compress. Zero
@@ -425,14 +425,14 @@ typedef struct {
  * stream is allocated on first use, through alloc. */
 typedef struct {
   wsuv_zmem_t zm;
-  void *z;          /* private: zlib stream, or NULL */
-  uint8_t *out;     /* output storage (via alloc), owned by the context */
+  void *z;      /* private: zlib stream, or NULL */
+  uint8_t *out; /* output storage (via alloc), owned by the context */
   size_t out_cap;
-  int level;        /* zlib level */
+  int level; /* zlib level */
   uint8_t mem_level;
-  uint8_t window_bits;  /* as agreed (8..15); zlib is given 9 for 8 */
+  uint8_t window_bits; /* as agreed (8..15); zlib is given 9 for 8 */
   uint8_t no_context_takeover;
-  uint8_t in_message;   /* a message was started and not finished */
+  uint8_t in_message; /* a message was started and not finished */
 } wsuv_deflate_t;
 
 /* Sets d up for the messages role sends under agreed (the server_* or the
@@ -490,6 +490,9 @@ WSUV_EXTERN int wsuv_inflate_feed(wsuv_inflate_t *z, const uint8_t *in,
  * caller that stops pulling at its limit allocates nothing beyond it. */
 WSUV_EXTERN ssize_t wsuv_inflate_pull(wsuv_inflate_t *z, uint8_t *out,
                                       size_t cap);
+/* Nonzero while the input fed so far may still give output or, after fin,
+ * has not completed the message: pull again. 0 once it is used up. */
+WSUV_EXTERN int wsuv_inflate_busy(const wsuv_inflate_t *z);
 /* Bytes of zlib state and window z holds now (0 while idle when freed). */
 WSUV_EXTERN size_t wsuv_inflate_memory(const wsuv_inflate_t *z);
 
