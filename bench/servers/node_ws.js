@@ -1,0 +1,40 @@
+// node_ws.js: the node `ws` peer of the benchmarks (Debian's node-ws, or
+// npm's ws with bufferutil when bench/deps installed it into
+// bench/node_modules; the runner sets NODE_PATH).
+//
+//   node bench/servers/node_ws.js [port [mode]]
+//
+// port 0 (the default) picks a free one; it listens on 127.0.0.1 and prints
+// "PORT n" once listening. mode "broadcast": a message whose first byte is
+// "B" goes to every open connection (wss.clients.forEach send); anything
+// else is echoed, as in mode "echo" (the default).
+'use strict';
+const WebSocket = require('ws');
+
+const port = Number(process.argv[2] || 0);
+const broadcast = process.argv[3] === 'broadcast';
+const B = 'B'.charCodeAt(0);
+
+const wss = new WebSocket.Server({
+  host: '127.0.0.1',
+  port,
+  maxPayload: 64 * 1024 * 1024,
+  perMessageDeflate: false,
+});
+
+wss.on('connection', (ws) => {
+  ws.on('message', (data, isBinary) => {
+    if (broadcast && data.length > 0 && data[0] === B) {
+      wss.clients.forEach((c) => {
+        if (c.readyState === WebSocket.OPEN) c.send(data, { binary: isBinary });
+      });
+    } else {
+      ws.send(data, { binary: isBinary });
+    }
+  });
+  ws.on('error', () => {});
+});
+
+wss.on('listening', () => {
+  process.stdout.write(`PORT ${wss.address().port}\n`);
+});

@@ -1,0 +1,42 @@
+-- wsuv_echo.lua: the wsuv peer of the benchmarks, written as a user would
+-- write an echo server (examples/echo_server.lua), plus a broadcast mode.
+--
+--   lua5.4|luajit bench/servers/wsuv_echo.lua [port [mode]]
+--
+-- port 0 (the default) picks a free one; it listens on 127.0.0.1 and prints
+-- "PORT n" once listening. mode "broadcast": a message whose first byte is
+-- "B" goes to every connection (server:broadcast: one frame for all);
+-- anything else is echoed, as in mode "echo" (the default).
+local wsuv = require "wsuv"
+
+local port = tonumber(arg and arg[1]) or 0
+local broadcast = (arg and arg[2]) == "broadcast"
+local B = ("B"):byte()
+
+local server
+local err
+server, err = wsuv.listen {
+  host = "127.0.0.1",
+  port = port,
+  max_message = 64 * 1024 * 1024,
+  on_connect = function(c)
+    while true do
+      local m, k = c:receive()
+      if not m then
+        break
+      end
+      if broadcast and m:byte(1) == B then
+        server:broadcast(m, k)
+      else
+        c:send(m, k)
+      end
+    end
+  end,
+}
+if not server then
+  io.stderr:write("wsuv_echo: ", tostring(err), "\n")
+  os.exit(1)
+end
+print("PORT " .. server.port)
+io.stdout:flush()
+wsuv.run()
