@@ -56,7 +56,10 @@ FUZZ_SRCS := $(wildcard fuzz/fuzz_*.c)
 FUZZ_OBJS := $(CORE_SRCS:csrc/%.c=$(BUILD)/fuzz/obj/%.o)
 FUZZ_BINS := $(FUZZ_SRCS:fuzz/%.c=$(BUILD)/fuzz/%)
 BENCH_BIN := $(BUILD)/bench/bench_core
-FORMAT_FILES = $(wildcard csrc/*.[ch] csrc/test/*.[ch] fuzz/*.[ch] bench/*.c)
+LOADGEN_BIN := $(BUILD)/bench/loadgen
+RAW_ECHO_BIN := $(BUILD)/bench/raw_echo
+FORMAT_FILES = $(wildcard csrc/*.[ch] csrc/test/*.[ch] fuzz/*.[ch] bench/*.c \
+                 bench/servers/*.c)
 
 # Objects only named in pattern rules would count as intermediate and be
 # deleted after each build; keep them so rebuilds are incremental.
@@ -67,7 +70,8 @@ FORMAT_FILES = $(wildcard csrc/*.[ch] csrc/test/*.[ch] fuzz/*.[ch] bench/*.c)
 .PHONY: help deps all build build-5.1 build-5.2 build-5.3 build-5.4 core \
         ctest ctest-build test demo lint luacheck check-layers check-docs \
         check-sources format check-format tidy asan asan-build valgrind valgrind-lua fuzz \
-        fuzz-smoke bench bench-build bench-callgrind compdb binding clean
+        fuzz-smoke bench bench-quick bench-core bench-deps bench-build \
+        bench-callgrind compdb binding clean
 
 help:
 	@echo "wsuv development targets:"
@@ -88,8 +92,12 @@ help:
 	@echo "  valgrind-lua  plain and TLS transport paths under valgrind (Lua 5.4)"
 	@echo "  fuzz          build the libFuzzer targets (fuzz/fuzz_*.c)"
 	@echo "  fuzz-smoke    run each fuzz target FUZZ_SECONDS=$(FUZZ_SECONDS) on a copy of its corpus"
-	@echo "  bench         core micro-benchmarks (bench/bench_core.c)"
-	@echo "  bench-callgrind  the same under callgrind (instruction counts)"
+	@echo "  bench         wsuv against node ws, python websockets, lua-http and a raw"
+	@echo "                TCP echo, 3 repeats (bench/run; about 10 minutes)"
+	@echo "  bench-quick   the same, 1 repeat, short and smaller (about 90 s)"
+	@echo "  bench-deps    install the peers only the benchmarks need (bench/deps)"
+	@echo "  bench-core    core micro-benchmarks (bench/bench_core.c)"
+	@echo "  bench-callgrind  bench-core under callgrind (instruction counts)"
 	@echo "  compdb        compile_commands.json via bear"
 	@echo "  binding       compile csrc/lua_*.c, uv_*.c with -Werror (Lua 5.4 headers)"
 	@echo "  clean         remove build/, .rocks/ and generated files"
@@ -222,19 +230,44 @@ $(BUILD)/fuzz/%: $(BUILD)/fuzz/target/%.o $(FUZZ_OBJS)
 fuzz-smoke: fuzz
 	@.ci/fuzz-smoke $(FUZZ_BINS)
 
-bench-build: $(BENCH_BIN)
+# Benchmarks are never part of `make test`: bench/ is outside the C test
+# glob (csrc/test/test_*.c) and busted's spec/ directory.
+bench-build: $(BENCH_BIN) $(LOADGEN_BIN) $(RAW_ECHO_BIN)
 
-$(BUILD)/bench/bench_core.o: bench/bench_core.c $(CORE_HDRS)
+$(BUILD)/bench/%.o: bench/%.c $(CORE_HDRS)
 	@mkdir -p $(@D)
 	$(CC) $(WARN) -O2 -Icsrc -c $< -o $@
 
 $(BENCH_BIN): $(BUILD)/bench/bench_core.o $(CORE_LIB)
 	$(CC) $^ $(LDLIBS) -o $@
 
-bench: bench-build
+# The load generator and the raw TCP echo server link libuv; loadgen also
+# links the sans-IO core, whose codec it uses as a client.
+$(LOADGEN_BIN): $(BUILD)/bench/loadgen.o $(CORE_LIB)
+	$(CC) $^ -luv $(LDLIBS) -lm -o $@
+
+$(BUILD)/bench/servers/%.o: bench/servers/%.c
+	@mkdir -p $(@D)
+	$(CC) $(WARN) -O2 -c $< -o $@
+
+$(RAW_ECHO_BIN): $(BUILD)/bench/servers/raw_echo.o
+	$(CC) $^ -luv -o $@
+
+# bench/run builds what it needs itself (bench-build, build), then runs
+# every server and scenario; results in build/bench/results.{json,md}.
+bench:
+	@bench/run
+
+bench-quick:
+	@bench/run --quick
+
+bench-deps:
+	@bench/deps
+
+bench-core: $(BENCH_BIN)
 	$(BENCH_BIN)
 
-bench-callgrind: bench-build
+bench-callgrind: $(BENCH_BIN)
 	$(VALGRIND) --tool=callgrind --callgrind-out-file=$(BUILD)/bench/callgrind.out \
 	  $(BENCH_BIN) --quick
 	callgrind_annotate --auto=no $(BUILD)/bench/callgrind.out | sed -n '/file:function/,$$p' | head -n 20
