@@ -1,6 +1,8 @@
-// node_ws.js: the node `ws` peer of the benchmarks (Debian's node-ws, or
-// npm's ws with bufferutil when bench/deps installed it into
-// bench/node_modules; the runner sets NODE_PATH).
+// node_ws.js: the node `ws` peer of the benchmarks. WS_MODULE names the ws
+// package to load: /usr/share/nodejs/ws (Debian's node-ws, the baseline), or
+// bench/npm/node_modules/ws (npm's ws, which finds bufferutil beside it,
+// when `BENCH_NPM=1 bench/deps` installed them). An explicit path, so the
+// two can never be mixed up by node's module lookup.
 //
 //   node bench/servers/node_ws.js [port [mode]]
 //
@@ -9,7 +11,7 @@
 // "B" goes to every open connection (wss.clients.forEach send); anything
 // else is echoed, as in mode "echo" (the default).
 'use strict';
-const WebSocket = require('ws');
+const WebSocket = require(process.env.WS_MODULE || 'ws');
 
 const port = Number(process.argv[2] || 0);
 const broadcast = process.argv[3] === 'broadcast';
