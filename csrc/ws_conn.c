@@ -506,9 +506,7 @@ ssize_t wsuv_conn_compress(wsuv_conn_t *c, const uint8_t *in, size_t n,
 void wsuv_conn_trim(wsuv_conn_t *c) {
   wsuv_conn_pmd_t *P = c->pmd;
   if (!P) return;
-  if (P->tx.out) wsuv__realloc(&P->alloc, P->tx.out, 0);
-  P->tx.out = NULL;
-  P->tx.out_cap = 0;
+  wsuv_deflate_trim(&P->tx);
   if (!P->rx_open && !P->pending) buf_release(P);
 }
 

@@ -360,7 +360,7 @@ typedef struct {
 
 #define WSUV_PMD_DEFAULT_LEVEL     1 /* zlib level: fastest, see ws_deflate.c */
 #define WSUV_PMD_DEFAULT_MEM_LEVEL 8 /* zlib's default */
-#define WSUV_PMD_DEFAULT_THRESHOLD 64u /* bytes; see ws_deflate.c */
+#define WSUV_PMD_DEFAULT_THRESHOLD 32u /* bytes; see ws_deflate.c */
 
 /* What we offer (client) or accept (server), and how we compress. Zero
  * fields take defaults, so a zeroed struct with enabled = 1 means "plain
@@ -449,14 +449,18 @@ WSUV_EXTERN void wsuv_deflate_free(wsuv_deflate_t *d);
  * peer can inflate every part as it arrives. At fin the trailing 00 00 ff ff
  * is removed (RFC 7692 7.2.1), and an empty result becomes the single byte
  * 00 (7.2.3.6); then the stream is reset when our side agreed to no context
- * takeover. Sets *out to the payload, in storage owned by d that stays valid
- * until the next call on d. Returns its length (0 for a non-final empty
- * part), WSUV_ENOMEM, or WSUV_EINVAL when n is too large to bound. After an
- * error the stream is reset and the message must be abandoned (the
- * connection failed). */
+ * takeover (it keeps its memory; see wsuv_deflate_trim). Sets *out to the
+ * payload, in storage owned by d that stays valid until the next call on d.
+ * Returns its length (0 for a non-final empty part), WSUV_ENOMEM, or
+ * WSUV_EINVAL when n is too large to bound. After an error the stream is reset
+ * and the message must be abandoned (the connection failed). */
 WSUV_EXTERN ssize_t wsuv_deflate_compress(wsuv_deflate_t *d, const uint8_t *in,
                                           size_t n, int fin,
                                           const uint8_t **out);
+/* Frees the output storage (invalidating the last *out), and the zlib
+ * stream too when it carries nothing to the next message (no context
+ * takeover, no message in progress). For connections gone idle. */
+WSUV_EXTERN void wsuv_deflate_trim(wsuv_deflate_t *d);
 /* Bytes of zlib state and window d holds now (counted through alloc; the
  * output storage, d->out_cap bytes, is not included). 0 before first use. */
 WSUV_EXTERN size_t wsuv_deflate_memory(const wsuv_deflate_t *d);

@@ -162,10 +162,14 @@ WSUV_EXTERN ssize_t wsuv_conn_compress(wsuv_conn_t *c, const uint8_t *in,
                                        size_t n, unsigned flags,
                                        const uint8_t **out, unsigned *rsv);
 
-/* Gives back storage kept between messages: the compression output and the
- * inflate buffers. Call when no pointer from wsuv_conn_compress or from an
- * event is in use any more (e.g. once writes have completed on an idle
- * connection). zlib streams kept for context takeover stay. */
+/* Gives back storage kept between messages: the compression output, the
+ * inflate buffers, and the deflate stream when our side agreed to no context
+ * takeover (reset, not freed, after each message, so that busy connections
+ * do not reallocate 256 KiB per message). Call when no pointer from
+ * wsuv_conn_compress or from an event is in use any more, e.g. once writes
+ * have completed on an idle connection. zlib streams that carry context to
+ * the next message stay; the inflate stream of a peer without context
+ * takeover is already freed after each message. */
 WSUV_EXTERN void wsuv_conn_trim(wsuv_conn_t *c);
 
 /* Bytes the permessage-deflate state holds now: zlib streams and windows

@@ -14,8 +14,8 @@
 /* Allocator that counts live bytes, the peak, and the largest block. */
 typedef struct {
   size_t live, peak, biggest;
-  int fail_after; /* > 0: that many allocations succeed, then all fail */
-  int count;
+  int fail_at; /* > 0: allocations from the fail_at-th on fail */
+  int count;   /* allocations so far, failed ones included */
 } counter_t;
 
 static void *count_alloc(void *ud, void *ptr, size_t nsize) {
@@ -31,8 +31,7 @@ static void *count_alloc(void *ud, void *ptr, size_t nsize) {
     free(base);
     return NULL;
   }
-  if (t->fail_after && t->count >= t->fail_after) return NULL;
-  t->count++;
+  if (++t->count >= t->fail_at && t->fail_at > 0) return NULL;
   uint8_t *nb = realloc(base, nsize + 16);
   if (!nb) return NULL;
   memcpy(nb, &nsize, sizeof nsize);
@@ -617,7 +616,7 @@ static unsigned send_msg(wsuv_conn_t *s, bytes_t *wire, unsigned opcode,
                          unsigned extra) {
   size_t off = 0;
   unsigned first_rsv = 0;
-  int first = 1;
+  int first = 1, ok = 1;
   do {
     size_t take = frag && n - off > frag ? frag : n - off;
     int fin = off + take == n;
@@ -626,15 +625,18 @@ static unsigned send_msg(wsuv_conn_t *s, bytes_t *wire, unsigned opcode,
     unsigned flags = (first ? WSUV_SEND_FIRST | extra : 0) |
                      (fin ? (unsigned)WSUV_SEND_FIN : 0);
     ssize_t len = wsuv_conn_compress(s, msg + off, take, flags, &out, &rsv);
-    CHECK(len >= 0);
-    if (len < 0) return 0;
+    if (len < 0) {
+      ok = 0;
+      break;
+    }
     if (first) first_rsv = rsv;
-    CHECK(first || rsv == 0);
+    ok = ok && (first || rsv == 0);
     uint8_t hdr[WSUV_MAX_FRAME_HEADER], key[4];
     ssize_t h =
         wsuv_conn_build_header(s, hdr, first ? opcode : WSUV_OP_CONT,
                                (fin ? WSUV_FIN : 0) | rsv, (uint64_t)len, key);
-    CHECK(h > 0);
+    ok = ok && h > 0;
+    if (h <= 0) break;
     put_bytes(wire, hdr, (size_t)h);
     size_t at = wire->len;
     put_bytes(wire, out, (size_t)len);
@@ -643,6 +645,8 @@ static unsigned send_msg(wsuv_conn_t *s, bytes_t *wire, unsigned opcode,
     off += take;
     first = 0;
   } while (off < n);
+  /* RSV1 on the first frame only; every part accepted. */
+  CHECK(ok);
   return first_rsv;
 }
 
@@ -760,7 +764,7 @@ static uint8_t *make_random(size_t n, unsigned seed) {
  * bytes, and must see exactly what was sent. */
 static void roundtrip(const wsuv_pmd_params_t *ag, wsuv_role_t sender,
                       size_t frag, int stream, size_t chunk) {
-  static const size_t sizes[] = {0, 5, 63, 64, 200, 5000, 70000};
+  static const size_t sizes[] = {0, 5, 31, 32, 200, 5000, 70000};
   enum { NSIZES = sizeof sizes / sizeof sizes[0], NMSG = 2 * NSIZES };
   uint8_t *msgs[NMSG];
   size_t lens[NMSG];
@@ -786,7 +790,7 @@ static void roundtrip(const wsuv_pmd_params_t *ag, wsuv_role_t sender,
       put_bytes(&wire, hdr, (size_t)h);
     }
   }
-  /* Text at or over the threshold (64) is compressed. */
+  /* Text at or over the threshold (32) is compressed. */
   CHECK(compressed >= 4);
   rx_t r = {0};
   drive(&rx.c, wire.p, wire.len, chunk, stream, &r);
@@ -837,10 +841,756 @@ static void test_roundtrips(void) {
   }
 }
 
+/* ---- RFC 7692 7.2.3: the RFC's own bytes --------------------------------- */
+
+static const wsuv_pmd_params_t takeover = {0, 0, 15, 15};
+
+/* Feeds unmasked server frames (bytes) to a fresh client-role connection
+ * under ag and returns what it received. */
+static void client_receives(const wsuv_pmd_params_t *ag, int stream,
+                            const char *bytes, size_t n, size_t chunk,
+                            rx_t *r) {
+  peer_t p;
+  CHECK_EQ_INT(peer_init(&p, WSUV_ROLE_CLIENT, ag, NULL, 0, stream), 0);
+  memset(r, 0, sizeof *r);
+  drive(&p.c, (const uint8_t *)bytes, n, chunk, stream, r);
+  CHECK_EQ_INT(r->bad, 0);
+  peer_free(&p);
+}
+
+static int got(const rx_t *r, int i, const char *text) {
+  size_t n = strlen(text);
+  return r->n > i && r->msgs[i].len == n &&
+         (n == 0 || memcmp(r->msgs[i].p, text, n) == 0) &&
+         r->types[i] == WSUV_EV_TEXT;
+}
+
+static void test_rfc_examples(void) {
+  static const struct {
+    const char *bytes;
+    size_t len;
+    int count;
+  } ok[] = {
+      /* 7.2.3.1: "Hello" in one compressed frame, then fragmented. */
+      {"\xc1\x07\xf2\x48\xcd\xc9\xc9\x07\x00", 9, 1},
+      {"\x41\x03\xf2\x48\xcd\x80\x04\xc9\xc9\x07\x00", 11, 1},
+      /* 7.2.3.2: the second "Hello" refers back into the first. */
+      {"\xc1\x07\xf2\x48\xcd\xc9\xc9\x07\x00\xc1\x05\xf2\x00\x11\x00\x00", 16,
+       2},
+      /* 7.2.3.3: a stored (no compression) block. */
+      {"\xc1\x0b\x00\x05\x00\xfa\xff\x48\x65\x6c\x6c\x6f\x00", 13, 1},
+      /* 7.2.3.4: a final block and the header byte after it; the window
+       * survives it, so the 7.2.3.2 message that follows inflates too. */
+      {"\xc1\x08\xf3\x48\xcd\xc9\xc9\x07\x00\x00\xc1\x05\xf2\x00\x11\x00\x00",
+       17, 2},
+      /* The same without the trailing header byte, as some senders do. */
+      {"\xc1\x07\xf3\x48\xcd\xc9\xc9\x07\x00", 9, 1},
+      /* 7.2.3.5: two blocks in one message. */
+      {"\xc1\x0d\xf2\x48\x05\x00\x00\x00\xff\xff\xca\xc9\xc9\x07\x00", 15, 1},
+  };
+  for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+    for (int stream = 0; stream < 2; stream++) {
+      for (size_t chunk = 0; chunk < 3; chunk++) {
+        rx_t r;
+        client_receives(&takeover, stream, ok[i].bytes, ok[i].len, chunk, &r);
+        CHECK_EQ_INT(r.err, 0);
+        CHECK_EQ_INT(r.n, ok[i].count);
+        for (int k = 0; k < ok[i].count; k++) {
+          CHECK(got(&r, k, "Hello"));
+          CHECK(r.compressed[k]);
+        }
+        rx_free(&r);
+      }
+    }
+  }
+  /* 7.2.3.6: the empty block byte is an empty message. */
+  rx_t r;
+  client_receives(&takeover, 0, "\xc1\x01\x00", 3, 0, &r);
+  CHECK(got(&r, 0, ""));
+  rx_free(&r);
+  client_receives(&takeover, 1, "\xc1\x01\x00", 3, 0, &r);
+  CHECK(got(&r, 0, ""));
+  rx_free(&r);
+  /* A server that agreed to no context takeover must not refer back. */
+  wsuv_pmd_params_t reset = {1, 0, 15, 15};
+  client_receives(
+      &reset, 0,
+      "\xc1\x07\xf2\x48\xcd\xc9\xc9\x07\x00\xc1\x05\xf2\x00\x11\x00\x00", 16, 0,
+      &r);
+  CHECK(got(&r, 0, "Hello"));
+  CHECK_EQ_INT(r.err, WSUV_EDEFLATE);
+  CHECK_EQ_INT(r.close_code, 1007);
+  rx_free(&r);
+
+  /* Our compressor gives the RFC's bytes: 7.2.3.1 and 7.2.3.2. Without
+   * context takeover the 7 bytes do not beat "Hello" itself, so it goes
+   * plain (the next message cannot miss it in the window). */
+  wsuv_pmd_options_t all = {.enabled = 1, .threshold = 1};
+  for (int nct = 0; nct < 2; nct++) {
+    wsuv_pmd_params_t ag = {(uint8_t)nct, 0, 15, 15};
+    peer_t s;
+    CHECK_EQ_INT(peer_init(&s, WSUV_ROLE_SERVER, &ag, &all, 0, 0), 0);
+    bytes_t wire = {0};
+    CHECK_EQ_INT(
+        send_msg(&s.c, &wire, WSUV_OP_TEXT, (const uint8_t *)"Hello", 5, 0, 0),
+        nct ? 0 : WSUV_RSV1);
+    send_msg(&s.c, &wire, WSUV_OP_TEXT, (const uint8_t *)"Hello", 5, 0, 0);
+    const char *want =
+        nct ? "\x81\x05Hello\x81\x05Hello"
+            : "\xc1\x07\xf2\x48\xcd\xc9\xc9\x07\x00\xc1\x05\xf2\x00\x11\x00"
+              "\x00";
+    CHECK_EQ_INT(wire.len, nct ? 14 : 16);
+    CHECK(wire.len >= 14 && memcmp(wire.p, want, wire.len) == 0);
+    /* An empty message sent in two empty parts ends as the byte 00. */
+    wire.len = 0;
+    const uint8_t *out;
+    unsigned rsv;
+    CHECK_EQ_INT(wsuv_conn_compress(&s.c, NULL, 0, WSUV_SEND_FIRST, &out, &rsv),
+                 0);
+    CHECK_EQ_INT(rsv, WSUV_RSV1);
+    CHECK_EQ_INT(wsuv_conn_compress(&s.c, NULL, 0, WSUV_SEND_FIN, &out, &rsv),
+                 1);
+    CHECK_EQ_INT(out[0], 0);
+    CHECK_EQ_INT(rsv, 0);
+    free(wire.p);
+    peer_free(&s);
+  }
+  /* The same straight from the compressor, with an empty message. */
+  wsuv_deflate_t d;
+  const uint8_t *out;
+  CHECK_EQ_INT(wsuv_deflate_init(&d, WSUV_ROLE_SERVER, &takeover, NULL, NULL),
+               0);
+  CHECK_EQ_INT(wsuv_deflate_compress(&d, NULL, 0, 1, &out), 1);
+  CHECK_EQ_INT(out[0], 0);
+  CHECK_EQ_INT(wsuv_deflate_compress(&d, (const uint8_t *)"Hello", 5, 1, &out),
+               7);
+  CHECK_MEM(out, "\xf2\x48\xcd\xc9\xc9\x07\x00", 7);
+  CHECK_EQ_INT(wsuv_deflate_compress(&d, NULL, 0, 1, &out), 1);
+  CHECK_EQ_INT(out[0], 0);
+  /* Parts of one message: a non-final part keeps its sync marker. */
+  ssize_t n = wsuv_deflate_compress(&d, (const uint8_t *)"Hel", 3, 0, &out);
+  CHECK(n >= 4 && memcmp(out + n - 4, "\x00\x00\xff\xff", 4) == 0);
+  CHECK_EQ_INT(wsuv_deflate_compress(&d, NULL, 0, 0, &out), 0);
+  CHECK(wsuv_deflate_compress(&d, (const uint8_t *)"lo", 2, 1, &out) > 0);
+  wsuv_deflate_free(&d);
+}
+
+/* ---- bombs and limits -----------------------------------------------------
+ */
+
+/* Compresses n zero bytes at level 9 as one message (about n / 1000). */
+static bytes_t zeros_compressed(size_t n) {
+  wsuv_pmd_options_t o = {.enabled = 1, .level = 9};
+  wsuv_deflate_t d;
+  CHECK_EQ_INT(wsuv_deflate_init(&d, WSUV_ROLE_CLIENT, &takeover, &o, NULL), 0);
+  uint8_t *zeros = calloc(1, n);
+  const uint8_t *out;
+  ssize_t len = wsuv_deflate_compress(&d, zeros, n, 1, &out);
+  CHECK(len > 0);
+  bytes_t b = {0};
+  put_bytes(&b, out, (size_t)len);
+  free(zeros);
+  wsuv_deflate_free(&d);
+  return b;
+}
+
+/* A client's frame (masked, zero key) with payload p. */
+static bytes_t client_frame(unsigned first_byte, const uint8_t *p, size_t n) {
+  uint8_t hdr[WSUV_MAX_FRAME_HEADER];
+  size_t h = wsuv_frame_build_header(hdr, first_byte & 0xf0u, first_byte & 0xfu,
+                                     n, (const uint8_t *)"\0\0\0\0");
+  bytes_t b = {0};
+  put_bytes(&b, hdr, h);
+  put_bytes(&b, p, n);
+  return b;
+}
+
+static void bomb(size_t inflated, uint64_t limit, int stream, size_t frag) {
+  bytes_t z = zeros_compressed(inflated);
+  bytes_t wire = {0};
+  /* Fragments: RSV1 on the first only. */
+  for (size_t off = 0; off < z.len || off == 0;) {
+    size_t take = frag && z.len - off > frag ? frag : z.len - off;
+    int first = off == 0, fin = off + take == z.len;
+    unsigned b = (fin ? 0x80u : 0) | (first ? 0x40u | WSUV_OP_BINARY : 0);
+    bytes_t f = client_frame(b, z.p + off, take);
+    put_bytes(&wire, f.p, f.len);
+    free(f.p);
+    off += take;
+    if (fin) break;
+  }
+  peer_t s;
+  CHECK_EQ_INT(peer_init(&s, WSUV_ROLE_SERVER, &takeover, NULL, limit, stream),
+               0);
+  rx_t r = {0};
+  drive(&s.c, wire.p, wire.len, 0, stream, &r);
+  CHECK_EQ_INT(r.err, WSUV_ETOOBIG);
+  CHECK_EQ_INT(r.close_code, 1009);
+  CHECK_EQ_INT(r.n, 0);
+  /* Nothing beyond the limit was allocated: the message storage stops at
+   * it (streamed: at one chunk), and zlib holds its 32 KiB window, its
+   * state and the connection's own bookkeeping (under 48 KiB). */
+  size_t buf = stream ? WSUV_CONN_INFLATE_CHUNK : (size_t)limit;
+  CHECK(s.mem.biggest <= (buf > 40000 ? buf : 40000));
+  CHECK(s.mem.peak <= buf + 48 * 1024);
+  if (s.mem.peak > buf + 48 * 1024)
+    fprintf(stderr, "  bomb peak %zu for limit %zu\n", s.mem.peak,
+            (size_t)limit);
+  uint8_t out[WSUV_CONN_OUTPUT_MAX];
+  CHECK_EQ_INT(wsuv_conn_take_output(&s.c, out, sizeof out), 4);
+  CHECK_MEM(out, "\x88\x02\x03\xf1", 4);
+  rx_free(&r);
+  free(z.p);
+  free(wire.p);
+  peer_free(&s);
+}
+
+static void test_bombs(void) {
+  /* About 1 KiB on the wire, 1 MiB inflated, 64 KiB allowed. */
+  bytes_t z = zeros_compressed(1 << 20);
+  printf("bomb: 1 MiB of zeros compresses to %zu bytes\n", z.len);
+  CHECK(z.len < 1200);
+  free(z.p);
+  bomb(1 << 20, 64 * 1024, 0, 0);
+  bomb(1 << 20, 64 * 1024, 1, 0);
+  bomb(1 << 20, 64 * 1024, 0, 100);
+  bomb(1 << 20, 64 * 1024, 1, 100);
+  /* 16 MiB inflated from about 16 KiB, 1 MiB allowed. */
+  bomb(16 << 20, 1 << 20, 0, 0);
+  bomb(16 << 20, 1 << 20, 1, 4096);
+  /* A limit under the default chunk. */
+  bomb(1 << 20, 1000, 1, 0);
+
+  /* Exactly at the limit passes; one byte over fails, in both modes. */
+  for (int stream = 0; stream < 2; stream++) {
+    for (int over = 0; over < 2; over++) {
+      size_t limit = 40000;
+      bytes_t c = zeros_compressed(limit + (size_t)over);
+      bytes_t f = client_frame(0xc2, c.p, c.len);
+      peer_t s;
+      CHECK_EQ_INT(
+          peer_init(&s, WSUV_ROLE_SERVER, &takeover, NULL, limit, stream), 0);
+      rx_t r = {0};
+      drive(&s.c, f.p, f.len, 0, stream, &r);
+      CHECK_EQ_INT(r.err, over ? WSUV_ETOOBIG : 0);
+      CHECK_EQ_INT(r.n, over ? 0 : 1);
+      if (!over) CHECK_EQ_INT(r.msgs[0].len, limit);
+      CHECK(s.mem.biggest <= limit);
+      rx_free(&r);
+      free(c.p);
+      free(f.p);
+      peer_free(&s);
+    }
+  }
+  /* Plain messages get the exact limit too, though the wire allows
+   * deflate's slack. */
+  uint8_t plain[101] = {0};
+  for (int stream = 0; stream < 2; stream++) {
+    bytes_t f = client_frame(0x82, plain, sizeof plain);
+    peer_t s;
+    CHECK_EQ_INT(peer_init(&s, WSUV_ROLE_SERVER, &takeover, NULL, 100, stream),
+                 0);
+    rx_t r = {0};
+    drive(&s.c, f.p, f.len, 0, stream, &r);
+    CHECK_EQ_INT(r.err, WSUV_ETOOBIG);
+    rx_free(&r);
+    free(f.p);
+    peer_free(&s);
+  }
+}
+
+/* ---- corrupt data, RSV1 misuse, UTF-8 --------------------------------------
+ */
+
+typedef struct {
+  const char *bytes;
+  size_t len;
+  int err, code;
+} fail_case_t;
+
+static void test_failures(void) {
+  static const fail_case_t cases[] = {
+      /* Block type 3 does not exist. */
+      {"\xc1\x03\xff\xff\xff", 5, WSUV_EDEFLATE, 1007},
+      /* Truncated: the message stops inside a block. */
+      {"\xc1\x03\xf2\x48\xcd", 5, WSUV_EDEFLATE, 1007},
+      /* A stored block whose lengths disagree. */
+      {"\xc1\x05\x00\x05\x00\xfa\xfe", 7, WSUV_EDEFLATE, 1007},
+      /* Two final blocks in a tiny message: the window copy they cost is
+       * only allowed once per KiB of input. */
+      {"\xc1\x04\x03\x00\x03\x00", 6, WSUV_EDEFLATE, 1007},
+      /* RFC 7692 6.1: RSV1 on a continuation frame. */
+      {"\x41\x03\xf2\x48\xcd\xc0\x04\xc9\xc9\x07\x00", 11, WSUV_EPROTO, 1002},
+      /* RSV1 on a control frame, RSV2 on a data frame. */
+      {"\xc9\x00", 2, WSUV_EPROTO, 1002},
+      {"\xa1\x00", 2, WSUV_EPROTO, 1002},
+      /* Uncompressed text is checked by the parser as before. */
+      {"\x81\x02\xc0\xaf", 4, WSUV_EUTF8, 1007},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    for (int stream = 0; stream < 2; stream++) {
+      rx_t r;
+      client_receives(&takeover, stream, cases[i].bytes, cases[i].len, 0, &r);
+      if (r.err != cases[i].err) fprintf(stderr, "  failure case %zu\n", i);
+      CHECK_EQ_INT(r.err, cases[i].err);
+      CHECK_EQ_INT(r.close_code, cases[i].code);
+      rx_free(&r);
+    }
+  }
+  /* Without permessage-deflate RSV1 stays a protocol error. */
+  wsuv_conn_t c;
+  wsuv_conn_config_t cfg = {.parser = {.role = WSUV_ROLE_CLIENT}};
+  CHECK_EQ_INT(wsuv_conn_init(&c, &cfg), 0);
+  CHECK(c.pmd == NULL);
+  wsuv_event_t ev;
+  uint8_t hello[] = "\xc1\x07\xf2\x48\xcd\xc9\xc9\x07\x00";
+  CHECK_EQ_INT(wsuv_conn_feed(&c, hello, 9, &ev), WSUV_EPROTO);
+  wsuv_conn_free(&c);
+
+  /* The agreed window is what the inflater keeps between messages: a
+   * message that refers 300 bytes back into the previous one inflates
+   * under 9 window bits and fails under 8. (zlib does not check distances
+   * that stay inside the output of one call, which is harmless: memory is
+   * bounded by the caller's buffer either way.) */
+  uint8_t *rnd = make_random(300, 7);
+  wsuv_deflate_t d;
+  const uint8_t *out;
+  bytes_t wire = {0};
+  CHECK_EQ_INT(wsuv_deflate_init(&d, WSUV_ROLE_SERVER, &takeover, NULL, NULL),
+               0);
+  for (int m = 0; m < 2; m++) {
+    ssize_t n = wsuv_deflate_compress(&d, rnd, m ? 100 : 300, 1, &out);
+    CHECK(n > 0 && (m == 0 || n < 20));
+    uint8_t hdr[WSUV_MAX_FRAME_HEADER];
+    size_t h =
+        wsuv_frame_build_header(hdr, 0xc0, WSUV_OP_BINARY, (uint64_t)n, NULL);
+    put_bytes(&wire, hdr, h);
+    put_bytes(&wire, out, (size_t)n);
+  }
+  for (int bits = 8; bits <= 9; bits++) {
+    wsuv_pmd_params_t ag = {0, 0, (uint8_t)bits, 15};
+    peer_t p;
+    CHECK_EQ_INT(peer_init(&p, WSUV_ROLE_CLIENT, &ag, NULL, 0, 0), 0);
+    rx_t r = {0};
+    drive(&p.c, wire.p, wire.len, 0, 0, &r);
+    CHECK_EQ_INT(r.err, bits == 8 ? WSUV_EDEFLATE : 0);
+    CHECK_EQ_INT(r.n, bits == 8 ? 1 : 2);
+    if (r.n == 2) CHECK(memcmp(r.msgs[1].p, rnd, 100) == 0);
+    rx_free(&r);
+    peer_free(&p);
+  }
+  free(rnd);
+  free(wire.p);
+  wsuv_deflate_free(&d);
+}
+
+/* Sends msg as one compressed text message from a server with threshold 1,
+ * and feeds it to a client. */
+static void utf8_case(const char *text, size_t n, int stream, int want) {
+  wsuv_pmd_options_t all = {.enabled = 1, .threshold = 1};
+  peer_t s, c;
+  CHECK_EQ_INT(peer_init(&s, WSUV_ROLE_SERVER, &takeover, &all, 0, 0), 0);
+  CHECK_EQ_INT(peer_init(&c, WSUV_ROLE_CLIENT, &takeover, NULL, 0, stream), 0);
+  bytes_t wire = {0};
+  CHECK_EQ_INT(
+      send_msg(&s.c, &wire, WSUV_OP_TEXT, (const uint8_t *)text, n, 0, 0),
+      WSUV_RSV1);
+  rx_t r = {0};
+  drive(&c.c, wire.p, wire.len, 0, stream, &r);
+  CHECK_EQ_INT(r.err, want);
+  if (want) CHECK_EQ_INT(r.close_code, 1007);
+  rx_free(&r);
+  peer_free(&s);
+  peer_free(&c);
+  /* As binary the same bytes are fine. */
+  wire.len = 0;
+  CHECK_EQ_INT(peer_init(&s, WSUV_ROLE_SERVER, &takeover, &all, 0, 0), 0);
+  CHECK_EQ_INT(peer_init(&c, WSUV_ROLE_CLIENT, &takeover, NULL, 0, stream), 0);
+  send_msg(&s.c, &wire, WSUV_OP_BINARY, (const uint8_t *)text, n, 0, 0);
+  drive(&c.c, wire.p, wire.len, 0, stream, &r);
+  CHECK_EQ_INT(r.err, 0);
+  CHECK(r.n == 1 && r.msgs[0].len == n);
+  rx_free(&r);
+  free(wire.p);
+  peer_free(&s);
+  peer_free(&c);
+}
+
+static void test_inflated_utf8(void) {
+  for (int stream = 0; stream < 2; stream++) {
+    utf8_case("ok \xc3\xa9", 5, stream, 0);
+    utf8_case("overlong \xc0\xaf", 11, stream, WSUV_EUTF8);
+    utf8_case("cut \xc3", 5, stream, WSUV_EUTF8);
+    utf8_case("surrogate \xed\xa0\x80", 13, stream, WSUV_EUTF8);
+    /* Invalid bytes far into a big message (streamed: a later chunk), and
+     * a character split across two chunks. */
+    size_t n = 3 * WSUV_CONN_INFLATE_CHUNK;
+    char *big = malloc(n);
+    memset(big, 'a', n);
+    memcpy(big + WSUV_CONN_INFLATE_CHUNK - 1, "\xc3\xa9", 2);
+    utf8_case(big, n, stream, 0);
+    big[n - 100] = (char)0xff;
+    utf8_case(big, n, stream, WSUV_EUTF8);
+    free(big);
+  }
+}
+
+/* ---- the streamed delivery contract ---------------------------------------
+ */
+
+static void test_stream_contract(void) {
+  wsuv_pmd_options_t all = {.enabled = 1, .threshold = 1};
+  peer_t s, c;
+  CHECK_EQ_INT(peer_init(&s, WSUV_ROLE_SERVER, &takeover, &all, 0, 0), 0);
+  CHECK_EQ_INT(peer_init(&c, WSUV_ROLE_CLIENT, &takeover, NULL, 0, 1), 0);
+  size_t n = 100000;
+  uint8_t *msg = make_text(n, 3);
+  bytes_t wire = {0};
+  send_msg(&s.c, &wire, WSUV_OP_TEXT, msg, n, 0, 0);
+  size_t frame_len = wire.len;
+  put_bytes(&wire, "\x89\x00", 2); /* a ping right after it */
+  CHECK(frame_len < 20000);
+
+  /* One buffer holds the frame: the calls return 0 with each chunk but the
+   * last, which returns the frame's length; the ping comes next. */
+  uint8_t *buf = malloc(wire.len);
+  memcpy(buf, wire.p, wire.len);
+  size_t total = 0, calls = 0;
+  int first_seen = 0;
+  wsuv_event_t ev;
+  ssize_t k;
+  for (;;) {
+    k = wsuv_conn_feed(&c.c, buf, wire.len, &ev);
+    calls++;
+    CHECK_EQ_INT(ev.type, WSUV_EV_TEXT);
+    CHECK(ev.len <= WSUV_CONN_INFLATE_CHUNK);
+    CHECK_EQ_INT(ev.first, !first_seen);
+    first_seen = 1;
+    CHECK(ev.len == 0 || memcmp(ev.data, msg + total, ev.len) == 0);
+    total += ev.len;
+    if (k != 0 || ev.fin || calls > 100) break;
+  }
+  CHECK_EQ_INT(k, frame_len);
+  CHECK(ev.fin);
+  CHECK_EQ_INT(total, n);
+  CHECK_EQ_INT(calls,
+               (n + WSUV_CONN_INFLATE_CHUNK - 1) / WSUV_CONN_INFLATE_CHUNK);
+  CHECK_EQ_INT(wsuv_conn_feed(&c.c, buf + k, wire.len - (size_t)k, &ev), 2);
+  CHECK_EQ_INT(ev.type, WSUV_EV_PING);
+
+  /* Another buffer while output is owed is refused. */
+  memcpy(buf, wire.p, wire.len);
+  CHECK_EQ_INT(wsuv_conn_feed(&c.c, buf, frame_len, &ev), 0);
+  CHECK_EQ_INT(ev.type, WSUV_EV_TEXT);
+  uint8_t other[4] = {0x89, 0};
+  CHECK_EQ_INT(wsuv_conn_feed(&c.c, other, 2, &ev), WSUV_EINVAL);
+  CHECK_EQ_INT(c.c.state, WSUV_STATE_CLOSED);
+  free(buf);
+  free(msg);
+  free(wire.p);
+  peer_free(&s);
+  peer_free(&c);
+}
+
+/* ---- sending
+ * ------------------------------------------------------------------ */
+
+static void test_send_rules(void) {
+  peer_t s;
+  const uint8_t *out;
+  unsigned rsv;
+  uint8_t *text = make_text(1000, 1);
+  CHECK_EQ_INT(peer_init(&s, WSUV_ROLE_SERVER, &takeover, NULL, 0, 0), 0);
+  /* Under the threshold: plain. */
+  size_t under = WSUV_PMD_DEFAULT_THRESHOLD - 1;
+  CHECK_EQ_INT(wsuv_conn_compress(&s.c, text, under,
+                                  WSUV_SEND_FIRST | WSUV_SEND_FIN, &out, &rsv),
+               under);
+  CHECK(out == text && rsv == 0);
+  /* At it: compressed, RSV1. */
+  ssize_t n = wsuv_conn_compress(&s.c, text, WSUV_PMD_DEFAULT_THRESHOLD,
+                                 WSUV_SEND_FIRST | WSUV_SEND_FIN, &out, &rsv);
+  CHECK(n > 0 && out != text && rsv == WSUV_RSV1);
+  n = wsuv_conn_compress(&s.c, text, 1000, WSUV_SEND_FIRST | WSUV_SEND_FIN,
+                         &out, &rsv);
+  CHECK(n > 0 && n < 1000 && out != text && rsv == WSUV_RSV1);
+  /* Per message: plain on request, for all its parts. */
+  CHECK_EQ_INT(wsuv_conn_compress(&s.c, text, 500,
+                                  WSUV_SEND_FIRST | WSUV_SEND_PLAIN, &out,
+                                  &rsv),
+               500);
+  CHECK(out == text && rsv == 0);
+  CHECK_EQ_INT(wsuv_conn_compress(&s.c, text, 500, WSUV_SEND_FIN, &out, &rsv),
+               500);
+  CHECK(out == text && rsv == 0);
+  /* Parts out of order. */
+  CHECK_EQ_INT(wsuv_conn_compress(&s.c, text, 5, WSUV_SEND_FIN, &out, &rsv),
+               WSUV_ESTATE);
+  CHECK(wsuv_conn_compress(&s.c, text, 500, WSUV_SEND_FIRST, &out, &rsv) > 0);
+  CHECK_EQ_INT(rsv, WSUV_RSV1);
+  CHECK_EQ_INT(wsuv_conn_compress(&s.c, text, 5, WSUV_SEND_FIRST, &out, &rsv),
+               WSUV_ESTATE);
+  CHECK(wsuv_conn_compress(&s.c, text, 500, WSUV_SEND_FIN, &out, &rsv) > 0);
+  CHECK_EQ_INT(rsv, 0);
+  /* RSV bits in headers: RSV1 on data frames of a pmd connection only. */
+  uint8_t hdr[WSUV_MAX_FRAME_HEADER], key[4];
+  CHECK_EQ_INT(wsuv_conn_build_header(&s.c, hdr, WSUV_OP_TEXT,
+                                      WSUV_FIN | WSUV_RSV1, 5, key),
+               2);
+  CHECK_EQ_INT(hdr[0], 0xc1);
+  CHECK_EQ_INT(wsuv_conn_build_header(&s.c, hdr, WSUV_OP_PING,
+                                      WSUV_FIN | WSUV_RSV1, 0, key),
+               WSUV_EINVAL);
+  CHECK_EQ_INT(
+      wsuv_conn_build_header(&s.c, hdr, WSUV_OP_CONT, WSUV_RSV1, 0, key),
+      WSUV_EINVAL);
+  CHECK_EQ_INT(wsuv_conn_build_header(&s.c, hdr, WSUV_OP_TEXT,
+                                      WSUV_FIN | WSUV_RSV2, 0, key),
+               WSUV_EINVAL);
+  /* After our close, nothing more. */
+  CHECK_EQ_INT(wsuv_conn_close(&s.c, 1000, "", 0), 0);
+  uint8_t buf[WSUV_CONN_OUTPUT_MAX];
+  CHECK(wsuv_conn_take_output(&s.c, buf, sizeof buf) > 0);
+  CHECK_EQ_INT(wsuv_conn_compress(&s.c, text, 100,
+                                  WSUV_SEND_FIRST | WSUV_SEND_FIN, &out, &rsv),
+               WSUV_ECLOSED);
+  peer_free(&s);
+
+  /* Without pmd: the input itself, and RSV1 refused in headers. */
+  wsuv_conn_t c;
+  wsuv_conn_config_t cfg = {.parser = {.role = WSUV_ROLE_SERVER}};
+  wsuv_conn_init(&c, &cfg);
+  CHECK_EQ_INT(wsuv_conn_compress(&c, text, 1000,
+                                  WSUV_SEND_FIRST | WSUV_SEND_FIN, &out, &rsv),
+               1000);
+  CHECK(out == text && rsv == 0);
+  CHECK_EQ_INT(wsuv_conn_build_header(&c, hdr, WSUV_OP_TEXT,
+                                      WSUV_FIN | WSUV_RSV1, 5, key),
+               WSUV_EINVAL);
+  CHECK_EQ_INT(wsuv_conn_pmd_memory(&c), 0);
+  wsuv_conn_free(&c);
+
+  /* Data that does not shrink goes plain when the window is not carried
+   * over, and compressed when it is (the peer's window needs it). */
+  uint8_t *rnd = make_random(1000, 9);
+  for (int nct = 0; nct < 2; nct++) {
+    wsuv_pmd_params_t ag = {(uint8_t)nct, 0, 15, 15};
+    CHECK_EQ_INT(peer_init(&s, WSUV_ROLE_SERVER, &ag, NULL, 0, 0), 0);
+    n = wsuv_conn_compress(&s.c, rnd, 1000, WSUV_SEND_FIRST | WSUV_SEND_FIN,
+                           &out, &rsv);
+    if (nct) {
+      CHECK(n == 1000 && out == rnd && rsv == 0);
+    } else {
+      CHECK(n > 1000 && rsv == WSUV_RSV1);
+    }
+    peer_free(&s);
+  }
+  free(rnd);
+  free(text);
+}
+
+/* ---- memory ---------------------------------------------------------------
+ */
+
+/* zlib memory of one stream each way after a message, with context
+ * takeover so that the streams stay. */
+static void memory_row(int bits, int mem_level) {
+  wsuv_pmd_params_t ag = {0, 0, (uint8_t)bits, (uint8_t)bits};
+  wsuv_pmd_options_t o = {.enabled = 1, .mem_level = mem_level};
+  wsuv_deflate_t d;
+  wsuv_inflate_t z;
+  const uint8_t *out;
+  uint8_t *text = make_text(4000, 5);
+  CHECK_EQ_INT(wsuv_deflate_init(&d, WSUV_ROLE_SERVER, &ag, &o, NULL), 0);
+  CHECK_EQ_INT(wsuv_inflate_init(&z, WSUV_ROLE_CLIENT, &ag, NULL), 0);
+  CHECK_EQ_INT(wsuv_deflate_memory(&d), 0);
+  ssize_t n = wsuv_deflate_compress(&d, text, 4000, 1, &out);
+  CHECK(n > 0);
+  CHECK_EQ_INT(wsuv_inflate_feed(&z, out, (size_t)n, 1), 0);
+  uint8_t back[4000];
+  size_t have = 0;
+  ssize_t k;
+  while ((k = wsuv_inflate_pull(&z, back + have, sizeof back - have)) > 0)
+    have += (size_t)k;
+  CHECK_EQ_INT(have, 4000);
+  CHECK(memcmp(back, text, 4000) == 0);
+  size_t dm = wsuv_deflate_memory(&d), im = wsuv_inflate_memory(&z);
+  /* zlib's own formulas (zconf.h), plus state and our block headers. */
+  int zbits = bits == 8 ? 9 : bits;
+  size_t dformula = ((size_t)1 << (zbits + 2)) + ((size_t)1 << (mem_level + 9));
+  CHECK(dm >= dformula && dm <= dformula + 8192);
+  CHECK(im >= ((size_t)1 << bits) && im <= ((size_t)1 << bits) + 8192);
+  printf("pmd memory: window bits %2d, memLevel %d: deflate %7zu bytes, "
+         "inflate %6zu bytes\n",
+         bits, mem_level, dm, im);
+  wsuv_deflate_free(&d);
+  wsuv_inflate_free(&z);
+  free(text);
+}
+
+static void test_memory(void) {
+  memory_row(15, 8);
+  memory_row(15, 4);
+  memory_row(12, 5);
+  memory_row(10, 8);
+  memory_row(10, 1);
+  memory_row(9, 8);
+  memory_row(9, 1);
+  memory_row(8, 1);
+
+  /* Without context takeover: the deflate stream is reset after a message
+   * and freed by trim; the inflate stream is freed after each message. */
+  wsuv_pmd_params_t none = {1, 1, 15, 15};
+  wsuv_deflate_t d;
+  wsuv_inflate_t z;
+  const uint8_t *out;
+  CHECK_EQ_INT(wsuv_deflate_init(&d, WSUV_ROLE_CLIENT, &none, NULL, NULL), 0);
+  CHECK_EQ_INT(wsuv_inflate_init(&z, WSUV_ROLE_SERVER, &none, NULL), 0);
+  ssize_t n = wsuv_deflate_compress(&d, (const uint8_t *)"Hello", 5, 1, &out);
+  CHECK_EQ_INT(n, 7);
+  CHECK(wsuv_deflate_memory(&d) > 256 * 1024);
+  CHECK_EQ_INT(wsuv_inflate_feed(&z, out, (size_t)n, 1), 0);
+  uint8_t back[8];
+  CHECK_EQ_INT(wsuv_inflate_pull(&z, back, sizeof back), 5);
+  CHECK_EQ_INT(wsuv_inflate_memory(&z), 0);
+  wsuv_deflate_trim(&d);
+  CHECK_EQ_INT(wsuv_deflate_memory(&d), 0);
+  CHECK(d.out == NULL);
+  CHECK_EQ_INT(wsuv_deflate_compress(&d, (const uint8_t *)"Hello", 5, 1, &out),
+               7);
+  CHECK_MEM(out, "\xf2\x48\xcd\xc9\xc9\x07\x00", 7);
+  wsuv_deflate_free(&d);
+  wsuv_inflate_free(&z);
+
+  /* Whole connections after one message each way: with context takeover
+   * the streams stay; without, an idle connection holds no zlib memory. */
+  for (int nct = 0; nct < 2; nct++) {
+    wsuv_pmd_params_t ag = {(uint8_t)nct, (uint8_t)nct, 15, 15};
+    peer_t s, c;
+    CHECK_EQ_INT(peer_init(&s, WSUV_ROLE_SERVER, &ag, NULL, 0, 0), 0);
+    CHECK_EQ_INT(peer_init(&c, WSUV_ROLE_CLIENT, &ag, NULL, 0, 0), 0);
+    size_t idle = wsuv_conn_pmd_memory(&s.c);
+    uint8_t *text = make_text(2000, 8);
+    bytes_t a = {0}, b = {0};
+    send_msg(&s.c, &a, WSUV_OP_TEXT, text, 2000, 0, 0);
+    send_msg(&c.c, &b, WSUV_OP_TEXT, text, 2000, 0, 0);
+    rx_t r = {0};
+    drive(&c.c, a.p, a.len, 0, 0, &r);
+    drive(&s.c, b.p, b.len, 0, 0, &r);
+    CHECK_EQ_INT(r.n, 2);
+    size_t used = wsuv_conn_pmd_memory(&s.c);
+    wsuv_conn_trim(&s.c);
+    size_t trimmed = wsuv_conn_pmd_memory(&s.c);
+    CHECK(trimmed <= used);
+    /* Both zlib streams (over 256 KiB) stay with takeover, none without. */
+    CHECK(nct ? trimmed == idle : trimmed > 256 * 1024);
+    CHECK_EQ_INT(s.mem.live, trimmed);
+    printf("pmd memory per connection (%s): %zu bytes before any message, "
+           "%zu after one each way, %zu after wsuv_conn_trim\n",
+           nct ? "no context takeover" : "context takeover", idle, used,
+           trimmed);
+    rx_free(&r);
+    free(a.p);
+    free(b.p);
+    free(text);
+    peer_free(&s);
+    peer_free(&c);
+  }
+}
+
+/* ---- initialisation and allocation failures --------------------------------
+ */
+
+static void test_init_failures(void) {
+  peer_t p;
+  wsuv_pmd_params_t bad = {0, 0, 7, 15};
+  CHECK_EQ_INT(peer_init(&p, WSUV_ROLE_SERVER, &bad, NULL, 0, 0), WSUV_EINVAL);
+  CHECK(p.c.pmd == NULL);
+  peer_free(&p);
+  wsuv_pmd_options_t lvl = {.enabled = 1, .level = 10};
+  CHECK_EQ_INT(peer_init(&p, WSUV_ROLE_SERVER, &takeover, &lvl, 0, 0),
+               WSUV_EINVAL);
+  peer_free(&p);
+  /* The small pmd state is the one allocation at init. */
+  memset(&p, 0, sizeof p);
+  p.mem.fail_at = 1;
+  wsuv_conn_config_t cfg1 = {
+      .parser = {.role = WSUV_ROLE_SERVER, .alloc = counting(&p.mem)},
+      .pmd = &takeover};
+  CHECK_EQ_INT(wsuv_conn_init(&p.c, &cfg1), WSUV_ENOMEM);
+  CHECK(p.c.pmd == NULL);
+  peer_free(&p);
+  /* Any later allocation failing (zlib's, the message's): ENOMEM with
+   * close code 1011 and nothing leaked; from some count on, the message
+   * goes through. */
+  bytes_t z = zeros_compressed(100000);
+  bytes_t f = client_frame(0xc2, z.p, z.len);
+  int ok = 0;
+  for (int k = 1; k < 20 && !ok; k++) {
+    memset(&p, 0, sizeof p);
+    wsuv_conn_config_t cfg = {
+        .parser = {.role = WSUV_ROLE_SERVER, .alloc = counting(&p.mem)},
+        .pmd = &takeover};
+    p.mem.fail_at = k;
+    if (wsuv_conn_init(&p.c, &cfg) != 0) {
+      wsuv_conn_free(&p.c);
+      continue;
+    }
+    rx_t r = {0};
+    drive(&p.c, f.p, f.len, 0, 0, &r);
+    if (r.err) {
+      CHECK_EQ_INT(r.err, WSUV_ENOMEM);
+      CHECK_EQ_INT(r.close_code, 1011);
+    } else {
+      ok = r.n == 1 && r.msgs[0].len == 100000;
+    }
+    rx_free(&r);
+    wsuv_conn_free(&p.c);
+    CHECK_EQ_INT(p.mem.live, 0);
+  }
+  CHECK(ok);
+  free(z.p);
+  free(f.p);
+
+  /* The inflater on its own: input while earlier input is pending, and a
+   * zero-sized pull. */
+  wsuv_inflate_t in;
+  CHECK_EQ_INT(wsuv_inflate_init(&in, WSUV_ROLE_CLIENT, &takeover, NULL), 0);
+  CHECK(!wsuv_inflate_busy(&in));
+  CHECK_EQ_INT(wsuv_inflate_feed(&in, (const uint8_t *)"\xf2\x48\xcd", 3, 0),
+               0);
+  CHECK(wsuv_inflate_busy(&in));
+  CHECK_EQ_INT(wsuv_inflate_feed(&in, (const uint8_t *)"x", 1, 1), WSUV_ESTATE);
+  uint8_t o[8];
+  CHECK_EQ_INT(wsuv_inflate_pull(&in, o, 0), WSUV_EINVAL);
+  CHECK_EQ_INT(wsuv_inflate_pull(&in, o, 1), 1);
+  CHECK_EQ_INT(o[0], 'H');
+  ssize_t k = wsuv_inflate_pull(&in, o, sizeof o);
+  CHECK(k >= 0);
+  CHECK_EQ_INT(wsuv_inflate_pull(&in, o, sizeof o), 0);
+  CHECK(!wsuv_inflate_busy(&in));
+  CHECK_EQ_INT(
+      wsuv_inflate_feed(&in, (const uint8_t *)"\xc9\xc9\x07\x00", 4, 1), 0);
+  size_t have = 1 + (size_t)k;
+  while ((k = wsuv_inflate_pull(&in, o, 1)) > 0)
+    have++;
+  CHECK_EQ_INT(have, 5);
+  CHECK(!wsuv_inflate_busy(&in));
+  wsuv_inflate_free(&in);
+}
+
 int main(void) {
   test_server_negotiation();
   test_client_offer();
   test_client_response();
+  test_rfc_examples();
   test_roundtrips();
+  test_bombs();
+  test_failures();
+  test_inflated_utf8();
+  test_stream_contract();
+  test_send_rules();
+  test_memory();
+  test_init_failures();
   return TEST_REPORT();
 }
