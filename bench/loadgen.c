@@ -150,7 +150,7 @@ struct gen_s {
   int oneshot_pending;
   hist_t hist;
   /* CPU at the window's edges */
-  double gen_cpu0, gen_cpu1, srv_cpu0, srv_cpu1;
+  double gen_cpu[2], srv_cpu[2], sys_cpu[2]; /* at the window's start, end */
   /* idle */
   uint64_t t_hs0, t_hs1;
   long rss_before, rss_after;
@@ -263,6 +263,20 @@ static double cpu_of(int pid) {
   return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
+/* Busy CPU seconds of the whole machine (all CPUs), from /proc/stat, or
+ * -1: user + nice + system + irq + softirq + steal. */
+static double cpu_all(void) {
+  FILE *f = fopen("/proc/stat", "r");
+  if (!f) return -1;
+  unsigned long long v[8] = {0};
+  int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1],
+                 &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]);
+  fclose(f);
+  if (n < 7) return -1;
+  return (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) /
+         (double)sysconf(_SC_CLK_TCK);
+}
+
 /* VmRSS of pid in KiB, or -1. */
 static long rss_of(int pid) {
   if (pid <= 0) return -1;
@@ -291,6 +305,12 @@ static void raise_nofile(int want) {
     fprintf(stderr, "loadgen: RLIMIT_NOFILE is %lu, %d connections need more\n",
             (unsigned long)rl.rlim_cur, want);
   }
+}
+
+static void snapshot(gen_t *g, int end) {
+  g->gen_cpu[end] = cpu_self();
+  g->srv_cpu[end] = cpu_of(g->o.server_pid);
+  g->sys_cpu[end] = cpu_all();
 }
 
 /* ---- latency histogram (log-linear, HDR-style) -------------------------- */
@@ -440,8 +460,7 @@ static int completed(gen_t *g, uint64_t t_sent, size_t len) {
       g->phase = PH_MEASURE;
       g->t_first = g->t_last = now;
       g->count = g->bytes = 0;
-      g->gen_cpu0 = cpu_self();
-      g->srv_cpu0 = cpu_of(g->o.server_pid);
+      snapshot(g, 0);
     }
     return 1;
   case PH_MEASURE:
@@ -470,8 +489,7 @@ static void on_drain_timeout(uv_timer_t *t) {
 
 static void start_drain(gen_t *g) {
   g->phase = PH_DRAIN;
-  g->gen_cpu1 = cpu_self();
-  g->srv_cpu1 = cpu_of(g->o.server_pid);
+  snapshot(g, 1);
   uv_timer_start(&g->timer, on_drain_timeout, 5000, 0);
   maybe_done_draining(g);
 }
@@ -842,8 +860,7 @@ static void idle_echoed(gen_t *g) {
   if (g->phase == PH_WARMUP) {
     g->phase = PH_CONNECT;
     g->rss_before = rss_of(g->o.server_pid);
-    g->gen_cpu0 = cpu_self();
-    g->srv_cpu0 = cpu_of(g->o.server_pid);
+    snapshot(g, 0);
     g->t_hs0 = uv_hrtime();
     open_batch(g, g->o.conns, idle_measured_opened);
   } else if (g->phase == PH_MEASURE) {
@@ -854,8 +871,7 @@ static void idle_echoed(gen_t *g) {
 
 static void idle_measured_opened(gen_t *g) {
   g->t_hs1 = uv_hrtime();
-  g->gen_cpu1 = cpu_self();
-  g->srv_cpu1 = cpu_of(g->o.server_pid);
+  snapshot(g, 1);
   if (g->failed_open) {
     finish(g);
     return;
@@ -924,8 +940,7 @@ static void on_timeout(uv_timer_t *t) {
        g->o.timeout, (int)g->phase, g->opened, g->open_target);
   g->failed = 1;
   if (g->phase == PH_MEASURE) {
-    g->gen_cpu1 = cpu_self();
-    g->srv_cpu1 = cpu_of(g->o.server_pid);
+    snapshot(g, 1);
   }
   finish(g);
 }
@@ -965,8 +980,13 @@ static int report(gen_t *g) {
   printf("conns %d\n", o->conns);
   printf("inflight %d\n", o->inflight);
   printf("size %zu\n", o->size);
-  double gen_cpu = g->gen_cpu1 - g->gen_cpu0;
-  double srv_cpu = g->srv_cpu0 >= 0 ? g->srv_cpu1 - g->srv_cpu0 : -1;
+  double gen_cpu = g->gen_cpu[1] - g->gen_cpu[0];
+  double srv_cpu = g->srv_cpu[0] >= 0 ? g->srv_cpu[1] - g->srv_cpu[0] : -1;
+  /* Whatever else ran on the machine meanwhile: all busy CPU time minus
+   * ours and the server's. High values mean a noisy measurement. */
+  double other = g->sys_cpu[0] >= 0 ? g->sys_cpu[1] - g->sys_cpu[0] - gen_cpu -
+                                          (srv_cpu > 0 ? srv_cpu : 0)
+                                    : -1;
   if (o->sc == SC_IDLE) {
     double secs = (double)(g->t_hs1 - g->t_hs0) * 1e-9;
     printf("handshakes %d\n", g->opened - o->warm_conns);
@@ -980,6 +1000,7 @@ static int report(gen_t *g) {
              (double)(g->rss_after - g->rss_before) * 1024.0 / o->conns);
     if (secs > 0) {
       gen_cpu /= secs;
+      other /= secs;
       if (srv_cpu >= 0) srv_cpu /= secs;
     }
   } else {
@@ -996,11 +1017,13 @@ static int report(gen_t *g) {
     double window = (double)(g->t_last - g->t_first) * 1e-9;
     if (window > 0) {
       gen_cpu /= window;
+      other /= window;
       if (srv_cpu >= 0) srv_cpu /= window;
     }
   }
   printf("gen_cpu_pct %.1f\n", gen_cpu * 100);
   printf("server_cpu_pct %.1f\n", srv_cpu >= 0 ? srv_cpu * 100 : -1.0);
+  printf("other_cpu_pct %.1f\n", other >= 0 ? other * 100 : 0.0);
   printf("mismatches %llu\n", (unsigned long long)g->mismatches);
   printf("errors %llu\n", (unsigned long long)g->errors);
   int ok = !g->failed && g->mismatches == 0 && g->errors == 0 &&
