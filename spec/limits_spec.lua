@@ -114,6 +114,35 @@ describe("limits", function()
     assert.is_true(took >= 0.25 and took < 2, "close took " .. took .. " s")
   end)
 
+  -- Pending on a bug in lua/wsuv/conn.lua (Conn:close), not ours to edit:
+  -- when the peer's close frame came in the same read as the last message,
+  -- our reply waits until Lua calls try_receive again (RFC 6455 5.5.1 lets
+  -- it answer that message first). close() in state "closing" only waits
+  -- for the state to change, so neither side answers and both wait out
+  -- close_timeout (5 s); the server reports 1006 "close: timed out". A fix
+  -- that passes every spec: Conn:close calls start_close in "closing" too,
+  -- and l_conn_close (csrc/lua_conn.c) leaves the reply deferred only while
+  -- messages are unread. Turn this into an `it` then.
+  pending("close() right after the peer's last message and close answers at once", function()
+    local server_end
+    local _, url = listen({
+      on_connect = function(conn)
+        conn:send("last")
+        server_end = { conn:close(1000, "") } -- message and close in one write
+      end,
+    })
+    local c = assert(connect(url))
+    assert.are.equal("last", (c:receive(5)))
+    local t0 = wsuv.now()
+    local ok, code = c:close()
+    assert.are.same({ true, 1000 }, { ok, code })
+    assert.is_true(wsuv.now() - t0 < 1, "close took " .. (wsuv.now() - t0) .. " s")
+    assert.is_true(H.wait_until(wsuv, function()
+      return server_end ~= nil
+    end, 2))
+    assert.are.same({ true, 1000 }, { server_end[1], server_end[2] })
+  end)
+
   it("a client that sends no request is dropped after handshake_timeout", function()
     local s = listen({ handshake_timeout = 0.3 })
     local sock = H.raw_connect(s.port)
