@@ -139,7 +139,7 @@ struct gen_s {
   uv_timer_t deadline; /* --timeout */
   conn_t *conns;
   int nconns; /* allocated */
-  int started, opened, failed_open;
+  int started, opened, failed_open, closed;
   int open_target; /* connections to open in this batch */
   void (*on_opened)(gen_t *g);
   phase_t phase;
@@ -677,6 +677,15 @@ static void conn_close(conn_t *c) {
   uv_read_stop((uv_stream_t *)&c->tcp);
   if (!uv_is_closing((uv_handle_t *)&c->tcp))
     uv_close((uv_handle_t *)&c->tcp, on_closed);
+  /* Every connection gone while measuring (the server died): stop now
+   * rather than at --timeout. */
+  if (++g->closed == g->started && g->phase > PH_CONNECT &&
+      g->phase < PH_DRAIN) {
+    fail(g, "every connection closed");
+    g->failed = 1;
+    finish(g);
+    return;
+  }
   maybe_done_draining(g);
 }
 
@@ -769,6 +778,7 @@ static void start_connect(gen_t *g) {
         fail(g, "conn %d: socket/bind: %s", c->id, strerror(errno));
         if (fd >= 0) close(fd);
         g->failed_open++;
+        g->closed++;
         c->state = C_CLOSED;
         uv_close((uv_handle_t *)&c->tcp, on_closed);
         continue;
@@ -782,6 +792,7 @@ static void start_connect(gen_t *g) {
     if (err) {
       fail(g, "conn %d: connect: %s", c->id, uv_strerror(err));
       g->failed_open++;
+      g->closed++;
       c->state = C_CLOSED;
       uv_close((uv_handle_t *)&c->tcp, on_closed);
     }
