@@ -299,13 +299,14 @@ static int send_error(lua_State *L, int err) {
   return wsuv__lua_push_error(L, err, NULL);
 }
 
-/* conn:send(data, kind, fin) -> true | nil, msg, code */
+/* conn:send_frame(data, kind, fin, plain) -> true | nil, msg, code */
 static int l_conn_send(lua_State *L) {
   wsuv_lconn_t *b = check_conn(L);
   size_t len;
   const char *data = luaL_checklstring(L, 2, &len);
   unsigned opcode = check_opcode(L, 3);
   int fin = lua_isnoneornil(L, 4) || lua_toboolean(L, 4);
+  int plain = lua_toboolean(L, 5);
   if (!b->c) return send_error(L, WSUV_ECLOSED);
   if (opcode == WSUV_OP_TEXT && fin &&
       !wsuv_utf8_valid((const uint8_t *)data, len))
@@ -313,7 +314,7 @@ static int l_conn_send(lua_State *L) {
   lpin_t *pin = NULL;
   if (b->role == WSUV_ROLE_SERVER && len >= 4096) pin = pin_string(L, b->ll, 2);
   int err = wsuv__send(b->c, opcode, fin ? WSUV_FIN : 0, (const uint8_t *)data,
-                       len, pin ? &pin->base : NULL);
+                       len, pin ? &pin->base : NULL, plain);
   pin_drop(pin);
   if (err) return send_error(L, err);
   lua_pushboolean(L, 1);
@@ -572,6 +573,46 @@ static void read_limits(lua_State *L, int idx, wsuv_limits_t *lim) {
   lua_pop(L, 1);
 }
 
+/* Reads opts.compression (true, false or a table) into o; raises for
+ * values out of range. */
+static void read_pmd(lua_State *L, int idx, wsuv_pmd_options_t *o) {
+  memset(o, 0, sizeof(*o));
+  lua_getfield(L, idx, "compression");
+  int t = lua_gettop(L);
+  if (lua_isnil(L, t) || (lua_isboolean(L, t) && !lua_toboolean(L, t))) {
+    lua_pop(L, 1);
+    return;
+  }
+  o->enabled = 1;
+  if (lua_istable(L, t)) {
+    static const char *const flags[] = {"server_no_context_takeover",
+                                        "client_no_context_takeover"};
+    for (int i = 0; i < 2; i++) {
+      lua_getfield(L, t, flags[i]);
+      uint8_t v = (uint8_t)lua_toboolean(L, -1);
+      lua_pop(L, 1);
+      if (i == 0)
+        o->server_no_context_takeover = v;
+      else
+        o->client_no_context_takeover = v;
+    }
+    o->server_max_window_bits =
+        (uint8_t)opt_u64(L, t, "server_max_window_bits", 0);
+    o->client_max_window_bits =
+        (uint8_t)opt_u64(L, t, "client_max_window_bits", 0);
+    o->level = (int)opt_u64(L, t, "level", 0);
+    o->mem_level = (int)opt_u64(L, t, "mem_level", 0);
+    o->threshold = (size_t)opt_u64(L, t, "threshold", 0);
+  } else if (!lua_isboolean(L, t)) {
+    luaL_error(L, "option 'compression' must be a boolean or a table");
+  }
+  lua_pop(L, 1);
+  char offer[160];
+  if (wsuv_pmd_offer(o, offer, sizeof(offer)) < 0)
+    luaL_error(L, "option 'compression': window bits must be 8..15, level "
+                  "and mem_level 1..9");
+}
+
 /* Reads opts.tls (a table) into o; returns 0 when there is none. Strings
  * stay referenced by the options table for the duration of the call. */
 static int read_tls(lua_State *L, int idx, wsuv_tls_opts_t *o, int server) {
@@ -633,6 +674,8 @@ int wsuv__lua_connect(lua_State *L) {
   req.num_headers = n;
   if (port <= 0 || port > 65535)
     return luaL_argerror(L, 2, "port out of range");
+  wsuv_pmd_options_t pmd;
+  read_pmd(L, 3, &pmd);
   wsuv_tls_opts_t tls;
   SSL_CTX *ctx = NULL;
   if (read_tls(L, 3, &tls, 0)) {
@@ -641,8 +684,8 @@ int wsuv__lua_connect(lua_State *L) {
     if (!ctx) return push_tls_error(L, "connect", WSUV_ETLS, why);
   }
   wsuv_tconn_t *c = NULL;
-  int err =
-      wsuv__connect(&ll->loop, host, port, &req, &lim, ctx, tls.servername, &c);
+  int err = wsuv__connect(&ll->loop, host, port, &req, &lim, ctx,
+                          tls.servername, &pmd, &c);
   lua_pop(L, 1);
   if (err == WSUV_EINVAL)
     return luaL_error(L, "connect: invalid header or option value");
@@ -665,6 +708,7 @@ int wsuv__lua_listen(lua_State *L) {
     luaL_checktype(L, 3, LUA_TTABLE);
     read_limits(L, 3, &opts.lim);
     opts.max_pending = (size_t)opt_u64(L, 3, "max_pending", 0);
+    read_pmd(L, 3, &opts.pmd);
     wsuv_tls_opts_t tls;
     char why[256];
     if (read_tls(L, 3, &tls, 1)) {
@@ -764,8 +808,9 @@ static int l_server_broadcast(lua_State *L) {
     if (!b->s || c->server != b->s || c->phase != WSUV_PHASE_OPEN ||
         !c->obj.data)
       continue;
+    /* One encoding for every receiver: broadcasts are never compressed. */
     int err = wsuv__send(c, opcode, WSUV_FIN, (const uint8_t *)data, len,
-                         pin ? &pin->base : NULL);
+                         pin ? &pin->base : NULL, 1);
     if (err == 0) {
       sent++;
       continue;
@@ -798,6 +843,25 @@ static int l_server_tostring(lua_State *L) {
   wsuv_lserver_t *b = luaL_checkudata(L, 1, WSUV_SERVER_MT);
   lua_pushfstring(L, "wsuv.server{port=%d; %s}", b->port,
                   b->s && !b->s->closed ? "listening" : "closed");
+  return 1;
+}
+
+/* conn:compression() -> {extension = header value, memory = bytes,
+ * received = n, sent = n (compressed messages)}, or nil when
+ * permessage-deflate is not in use. */
+static int l_conn_compression(lua_State *L) {
+  wsuv_lconn_t *b = luaL_checkudata(L, 1, WSUV_CONN_MT);
+  wsuv_tconn_t *c = b->c;
+  if (!c || !c->ws_inited || !c->ws.pmd) return 0;
+  lua_createtable(L, 0, 4);
+  lua_pushinteger(L, (lua_Integer)c->pmd_in);
+  lua_setfield(L, -2, "received");
+  lua_pushinteger(L, (lua_Integer)c->pmd_out);
+  lua_setfield(L, -2, "sent");
+  lua_pushstring(L, c->extensions ? c->extensions : "permessage-deflate");
+  lua_setfield(L, -2, "extension");
+  lua_pushinteger(L, (lua_Integer)wsuv_conn_pmd_memory(&c->ws));
+  lua_setfield(L, -2, "memory");
   return 1;
 }
 
@@ -838,6 +902,7 @@ static const luaL_Reg conn_methods[] = {{"try_receive", l_conn_try_receive},
                                         {"respond", l_conn_respond},
                                         {"pongs", l_conn_pongs},
                                         {"tls_info", l_conn_tls_info},
+                                        {"compression", l_conn_compression},
                                         {NULL, NULL}};
 
 static const luaL_Reg server_methods[] = {{"try_accept", l_server_try_accept},

@@ -18,6 +18,7 @@
 #define OUT_KEEP        0    /* idle connections hold no output buffer */
 #define MAX_REJECT_BODY (64 * 1024)
 #define STACK_BUFS      16
+#define PMD_TRIM_MS     1000 /* idle time before deflate buffers go back */
 
 typedef struct {
   uv_write_t req;
@@ -166,6 +167,8 @@ static void close_cb(uv_handle_t *h) {
   free(c->out);
   free(c->why);
   free(c->protocol);
+  free(c->extensions);
+  free(c->pmd_offer);
   free_handshake(c);
   if (c->ws_inited) wsuv_conn_free(&c->ws);
   wsuv__tls_free(c->tls);
@@ -514,12 +517,28 @@ static void finish(wsuv_tconn_t *c) {
 }
 
 int wsuv__send(wsuv_tconn_t *c, unsigned opcode, unsigned flags,
-               const uint8_t *data, size_t len, wsuv_pin_t *pin) {
+               const uint8_t *data, size_t len, wsuv_pin_t *pin, int plain) {
   if (c->phase != WSUV_PHASE_OPEN)
     return c->phase > WSUV_PHASE_OPEN ? WSUV_ECLOSED : WSUV_ESTATE;
   if (len > c->lim.max_queued || c->queued > c->lim.max_queued - len)
     return WSUV_EBUFFULL;
   if (!c->defer_close) queue_owed(c);
+  if (c->ws.pmd && opcode < WSUV_OP_CLOSE) {
+    /* permessage-deflate: compressed output lives in the connection until
+     * the next call, so it is copied into the queue (never pinned). */
+    const uint8_t *out = NULL;
+    unsigned rsv = 0;
+    unsigned sf = (opcode != WSUV_OP_CONT ? WSUV_SEND_FIRST : 0) |
+                  (flags & WSUV_FIN ? WSUV_SEND_FIN : 0) |
+                  (plain ? WSUV_SEND_PLAIN : 0);
+    ssize_t n = wsuv_conn_compress(&c->ws, data, len, sf, &out, &rsv);
+    if (n < 0) return (int)n;
+    if (out != data) pin = NULL;
+    data = out;
+    len = (size_t)n;
+    flags |= rsv;
+    if (rsv) c->pmd_out++;
+  }
   uint8_t hdr[WSUV_MAX_FRAME_HEADER], key[4];
   ssize_t h = wsuv_conn_build_header(&c->ws, hdr, opcode, flags, len, key);
   if (h < 0) return (int)h;
@@ -725,6 +744,7 @@ static void feed_frames(wsuv_tconn_t *c, uint8_t *buf, size_t len) {
         continue; /* We are closing and nobody reads: drop. */
       c->recv_queued += ev.len;
       c->recv_msgs++;
+      if (ev.compressed && ev.first) c->pmd_in++;
       c->last_activity = c->last_recv;
     } else if (ev.type == WSUV_EV_PONG) {
       c->ping_sent = 0;
@@ -742,19 +762,29 @@ static void feed_frames(wsuv_tconn_t *c, uint8_t *buf, size_t len) {
     stop_reading(c); /* Backpressure: nobody reads what we deliver. */
 }
 
-static void open_ws(wsuv_tconn_t *c) {
+/* Starts the WebSocket protocol; pmd: the agreed permessage-deflate, or
+ * NULL. Returns 0, or an error after which c must be failed. */
+static int open_ws(wsuv_tconn_t *c, const wsuv_pmd_params_t *pmd,
+                   const wsuv_pmd_options_t *pmd_opts) {
   wsuv_conn_config_t cfg = {
       .parser = {.role = c->role,
                  .max_message = c->lim.max_message,
                  .max_frame = c->lim.max_frame,
                  .stream = c->lim.stream},
       .genmask = genmask,
+      .pmd = pmd,
+      .pmd_options = pmd_opts,
   };
-  wsuv_conn_init(&c->ws, &cfg);
+  int err = wsuv_conn_init(&c->ws, &cfg);
+  if (err) {
+    wsuv_conn_free(&c->ws);
+    return err;
+  }
   c->ws_inited = 1;
   c->phase = WSUV_PHASE_OPEN;
   c->deadline = 0;
   c->last_activity = c->last_recv = wsuv__now(c->loop);
+  return 0;
 }
 
 /* Appends input to the head buffer, bounded by max_head plus one read. */
@@ -879,6 +909,19 @@ static void feed_rest(wsuv_tconn_t *c) {
   c->head_len = c->head_parsed;
 }
 
+/* The first header named name, as a malloc'd string; NULL if absent. */
+static char *header_dup(const wsuv_http_head_t *h, const char *name) {
+  int i = wsuv_http_find(h, name, 0);
+  if (i < 0) return NULL;
+  const wsuv_header_t *hd = &h->headers[i];
+  char *s = malloc(hd->value_len + 1);
+  if (s) {
+    memcpy(s, hd->value, hd->value_len);
+    s[hd->value_len] = 0;
+  }
+  return s;
+}
+
 static void client_head(wsuv_tconn_t *c) {
   ssize_t n = parse_head(c);
   if (n == 0) return;
@@ -905,16 +948,25 @@ static void client_head(wsuv_tconn_t *c) {
     close_handle(c);
     return;
   }
-  int pi = wsuv_http_find(&c->http, "sec-websocket-protocol", 0);
-  if (pi >= 0) {
-    const wsuv_header_t *h = &c->http.headers[pi];
-    c->protocol = malloc(h->value_len + 1);
-    if (c->protocol) {
-      memcpy(c->protocol, h->value, h->value_len);
-      c->protocol[h->value_len] = 0;
+  wsuv_pmd_params_t agreed;
+  int pmd = 0;
+  if (c->pmd_offer) {
+    pmd = wsuv_pmd_accept_response(&c->http, c->pmd_offer, &agreed, &why);
+    if (pmd < 0) {
+      set_errorf(c, WSUV_EEXTENSION, "handshake", why ? why : "extension");
+      close_handle(c);
+      return;
     }
   }
-  open_ws(c);
+  c->protocol = header_dup(&c->http, "sec-websocket-protocol");
+  if (pmd) c->extensions = header_dup(&c->http, "sec-websocket-extensions");
+  int err = open_ws(c, pmd ? &agreed : NULL, c->pmd_offer);
+  free(c->pmd_offer);
+  c->pmd_offer = NULL;
+  if (err) {
+    fail(c, err, "handshake");
+    return;
+  }
   wsuv__ready(c->loop, &c->obj);
   feed_rest(c); /* Before shrinking: frames may follow the 101. */
   shrink_head(c);
@@ -1032,9 +1084,16 @@ static char *dupstr(const char *s) {
 }
 
 int wsuv__connect(wsuv_loop_t *l, const char *host, int port,
-                  const wsuv_client_request_t *req, const wsuv_limits_t *lim,
+                  const wsuv_client_request_t *req_in, const wsuv_limits_t *lim,
                   SSL_CTX *tls_ctx, const char *servername,
-                  wsuv_tconn_t **out) {
+                  const wsuv_pmd_options_t *pmd, wsuv_tconn_t **out) {
+  wsuv_client_request_t offer_req = *req_in, *req = &offer_req;
+  char offer[160];
+  if (pmd && pmd->enabled) {
+    ssize_t n = wsuv_pmd_offer(pmd, offer, sizeof(offer));
+    if (n < 0) return (int)n;
+    req->extensions = offer;
+  }
   uint8_t nonce[16];
   if (RAND_bytes(nonce, sizeof(nonce)) != 1) return UV_EIO;
   wsuv_tconn_t *c = conn_new(l, WSUV_ROLE_CLIENT, lim);
@@ -1071,6 +1130,15 @@ int wsuv__connect(wsuv_loop_t *l, const char *host, int port,
   }
   c->offer_protocols = dupstr(req->protocols);
   c->offer_extensions = dupstr(req->extensions);
+  if (pmd && pmd->enabled) {
+    c->pmd_offer = malloc(sizeof(*pmd));
+    if (!c->pmd_offer) {
+      wsuv__abort(c, UV_ENOMEM, NULL);
+      c->obj.data = NULL;
+      return UV_ENOMEM;
+    }
+    *c->pmd_offer = *pmd;
+  }
   c->phase = WSUV_PHASE_RESOLVING;
   c->deadline = wsuv__now(l) + c->lim.connect_timeout;
   c->gai = malloc(sizeof(*c->gai));
@@ -1113,6 +1181,16 @@ int wsuv__accept(wsuv_tconn_t *c, const char *protocol, const char *extensions,
   size_t key_len = 0;
   int st = wsuv_handshake_check_request(&c->http, &key, &key_len, &why);
   if (st != 0) return WSUV_ESTATE; /* Not an upgrade: respond() is the way. */
+  wsuv_pmd_params_t agreed;
+  const wsuv_pmd_options_t *pmd_opts = NULL;
+  char ext[160];
+  int pmd = 0;
+  if (!extensions && c->server && c->server->opts.pmd.enabled) {
+    pmd_opts = &c->server->opts.pmd;
+    pmd = wsuv_pmd_negotiate(&c->http, pmd_opts, &agreed, ext, sizeof(ext));
+    if (pmd < 0) return pmd;
+    if (pmd) extensions = ext;
+  }
   size_t cap = 512 + extra_size(extra, nextra) +
                (protocol ? strlen(protocol) : 0) +
                (extensions ? strlen(extensions) : 0);
@@ -1124,7 +1202,12 @@ int wsuv__accept(wsuv_tconn_t *c, const char *protocol, const char *extensions,
   out_commit(c, (size_t)n);
   unlink_pending(c);
   c->protocol = dupstr(protocol);
-  open_ws(c);
+  if (pmd) c->extensions = dupstr(extensions);
+  int err = open_ws(c, pmd ? &agreed : NULL, pmd_opts);
+  if (err) {
+    fail(c, err, "accept");
+    return err;
+  }
   mark_dirty(c);
   feed_rest(c); /* A client may send frames right behind its request. */
   free_handshake(c);
@@ -1301,6 +1384,8 @@ static void sweep_conn(wsuv_tconn_t *c, uint64_t now) {
   }
   if (c->phase != WSUV_PHASE_OPEN) return;
   wsuv_limits_t *lim = &c->lim;
+  if (c->ws.pmd && !c->queued && now - c->last_activity >= PMD_TRIM_MS)
+    wsuv_conn_trim(&c->ws); /* An idle connection keeps only its windows. */
   if (lim->idle_timeout && now - c->last_activity >= lim->idle_timeout) {
     wsuv__set_error(c, UV_ETIMEDOUT, "idle timeout");
     wsuv__close(c, 1001, "idle timeout", 12);
@@ -1312,8 +1397,8 @@ static void sweep_conn(wsuv_tconn_t *c, uint64_t now) {
     if (now - c->ping_sent >= lim->ping_timeout)
       wsuv__abort(c, UV_ETIMEDOUT, "keepalive: no pong from peer");
   } else if (now - c->last_recv >= lim->ping_interval) {
-    if (wsuv__send(c, WSUV_OP_PING, WSUV_FIN, (const uint8_t *)"", 0, NULL) ==
-        0)
+    if (wsuv__send(c, WSUV_OP_PING, WSUV_FIN, (const uint8_t *)"", 0, NULL,
+                   0) == 0)
       c->ping_sent = now;
   }
 }

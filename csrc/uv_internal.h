@@ -118,9 +118,12 @@ struct wsuv_tconn_s {
   int error;           /* uv or WSUV code of a failure, or 0 */
   char *why;           /* malloc'd explanation of error */
   wsuv_limits_t lim;
-  wsuv_conn_t ws;  /* protocol state once open */
-  wsuv_tls_t *tls; /* wss://, or NULL */
-  uint8_t tls_bye; /* close_notify queued */
+  wsuv_conn_t ws;   /* protocol state once open */
+  wsuv_tls_t *tls;  /* wss://, or NULL */
+  char *extensions; /* negotiated Sec-WebSocket-Extensions, or NULL */
+  wsuv_pmd_options_t *pmd_offer; /* client: what we offered, until open */
+  uint32_t pmd_in, pmd_out;      /* compressed messages received, sent */
+  uint8_t tls_bye;               /* close_notify queued */
   /* Handshake, freed once open. */
   char *head;
   size_t head_len, head_cap, head_parsed; /* parsed: head length once known */
@@ -166,8 +169,9 @@ typedef struct {
 
 typedef struct {
   wsuv_limits_t lim;
-  size_t max_pending; /* parsed requests waiting for Lua */
-  SSL_CTX *tls_ctx;   /* taken over by the server when listen succeeds */
+  size_t max_pending;     /* parsed requests waiting for Lua */
+  SSL_CTX *tls_ctx;       /* taken over by the server when listen succeeds */
+  wsuv_pmd_options_t pmd; /* permessage-deflate we accept (enabled = 0: no) */
 } wsuv_server_opts_t;
 
 struct wsuv_tserver_s {
@@ -200,18 +204,23 @@ void wsuv__limits_default(wsuv_limits_t *lim);
  * uv/WSUV code; on failure nothing was started. */
 /* tls_ctx, when not NULL, makes it wss:// (the connection takes a
  * reference); servername is the name to send and verify. */
+/* pmd, when enabled, offers permessage-deflate (req->extensions is then
+ * replaced by the offer). */
 int wsuv__connect(wsuv_loop_t *l, const char *host, int port,
                   const wsuv_client_request_t *req, const wsuv_limits_t *lim,
-                  SSL_CTX *tls_ctx, const char *servername, wsuv_tconn_t **out);
+                  SSL_CTX *tls_ctx, const char *servername,
+                  const wsuv_pmd_options_t *pmd, wsuv_tconn_t **out);
 /* Sends one frame. pin, when not NULL, lends data for a zero-copy write
- * (server role); otherwise data is copied. */
+ * (server role); otherwise data is copied. With permessage-deflate, data
+ * frames are compressed unless plain is set (on a message's first frame). */
 int wsuv__send(wsuv_tconn_t *c, unsigned opcode, unsigned flags,
-               const uint8_t *data, size_t len, wsuv_pin_t *pin);
+               const uint8_t *data, size_t len, wsuv_pin_t *pin, int plain);
 /* Starts the closing handshake (code 0: no code). */
 int wsuv__close(wsuv_tconn_t *c, int code, const char *reason, size_t len);
 /* Closes the socket now, without a closing handshake. */
 void wsuv__abort(wsuv_tconn_t *c, int err, const char *why);
-/* Server side: upgrade the pending request (101) or answer it over HTTP. */
+/* Server side: upgrade the pending request (101) or answer it over HTTP.
+ * extensions NULL: negotiate permessage-deflate per the server's options. */
 int wsuv__accept(wsuv_tconn_t *c, const char *protocol, const char *extensions,
                  const wsuv_header_t *extra, size_t nextra);
 int wsuv__respond(wsuv_tconn_t *c, int status, const wsuv_header_t *extra,

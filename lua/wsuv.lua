@@ -72,6 +72,7 @@ function M.connect(address, opts)
     protocols = protocols,
     headers = opts.headers,
     tls = u.secure and (tls or {}) or nil,
+    compression = opts.compression,
   }
   for _, k in ipairs(limit_keys) do
     copts[k] = opts[k]

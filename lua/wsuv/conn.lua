@@ -129,7 +129,7 @@ function Conn:send(data, kind, opts)
   if not ok then
     return nil, err, code
   end
-  ok, err, code = self:send_frame(data, kind or "text", true)
+  ok, err, code = self:send_frame(data, kind or "text", true, opts and opts.compress == false)
   if not ok then
     return nil, err, code
   end
@@ -137,9 +137,10 @@ function Conn:send(data, kind, opts)
   return true
 end
 
--- Streaming send: w = conn:writer([kind]); w:write(chunk) ...; w:finish([last])
--- sends a message whose size is not known in advance, one frame per chunk.
-function Conn:writer(kind)
+-- Streaming send: w = conn:writer([kind[, opts]]); w:write(chunk) ...;
+-- w:finish([last]) sends a message whose size is not known in advance, one
+-- frame per chunk. opts.compress = false sends it uncompressed.
+function Conn:writer(kind, opts)
   kind = kind or "binary"
   if kind ~= "text" and kind ~= "binary" then
     error("writer: kind must be \"text\" or \"binary\"", 2)
@@ -157,7 +158,8 @@ function Conn:writer(kind)
     if not ok then
       return nil, err, code
     end
-    ok, err, code = conn:send_frame(chunk, started and "continuation" or kind, fin)
+    local plain = not started and opts and opts.compress == false
+    ok, err, code = conn:send_frame(chunk, started and "continuation" or kind, fin, plain)
     if not ok then
       return nil, err, code
     end
