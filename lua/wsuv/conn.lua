@@ -218,7 +218,9 @@ function Conn:close(code, reason)
   local st = self:state()
   if st == "request" then
     self:respond(503, nil, "closed")
-  elseif st == "open" then
+  elseif st == "open" or st == "closing" then
+    -- "closing" may be a peer's close whose reply waits until we have read
+    -- what came before it: closing means we are done reading, so answer.
     self:start_close(code or 1000, reason or "")
   elseif st ~= "closed" and st ~= "closing" then
     self:abort()
