@@ -40,15 +40,6 @@ struct wsuv_conn_pmd_s {
   size_t buf_len, buf_cap;
 };
 
-/* Deflate can grow incompressible data a little (5 bytes per 64 KiB stored
- * block, plus flush markers). The parser allows that on the wire, so that a
- * message the limit admits once inflated is not refused compressed; the
- * exact limit is applied to what comes out. */
-static uint64_t wire_limit(uint64_t max) {
-  uint64_t slack = (max >> 10) + 64;
-  return max > UINT64_MAX - slack ? UINT64_MAX : max + slack;
-}
-
 static int pmd_init(wsuv_conn_t *c, const wsuv_conn_config_t *cfg,
                     wsuv_parser_config_t *pc) {
   wsuv_conn_pmd_t *P = wsuv__realloc(&cfg->parser.alloc, NULL, sizeof *P);
@@ -69,8 +60,12 @@ static int pmd_init(wsuv_conn_t *c, const wsuv_conn_config_t *cfg,
   P->stream = pc->stream != 0;
   /* RFC 7692 6: RSV1 marks a compressed message. */
   pc->rsv_allowed |= WSUV_RSV1;
+  /* max_message stays the parser's limit on the wire, checked at each frame
+   * header before any payload (so "too big" never depends on how the input
+   * was split); what comes out of the inflater gets the same limit. A
+   * compressed message larger than the limit on the wire is refused even if
+   * it would inflate under it: only incompressible data comes out larger. */
   pc->stream = 1;
-  pc->max_message = wire_limit(P->max_message);
   c->pmd = P;
   return 0;
 }
@@ -209,11 +204,10 @@ static void rx_event(wsuv_conn_pmd_t *P, wsuv_event_t *ev, const uint8_t *data,
   }
 }
 
-/* A piece of an uncompressed message: the parser checked its UTF-8. */
+/* A piece of an uncompressed message: the parser checked its size and its
+ * UTF-8. */
 static int rx_plain(wsuv_conn_pmd_t *P, const wsuv_event_t *pe,
                     wsuv_event_t *ev) {
-  if (pe->len > P->max_message - P->rx_len) return WSUV_ETOOBIG;
-  P->rx_len += pe->len;
   if (P->stream || (pe->first && pe->fin)) {
     *ev = *pe; /* in place: zero copy */
     if (pe->fin) P->rx_open = 0;

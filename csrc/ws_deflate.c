@@ -678,6 +678,7 @@ typedef struct {
   uint8_t clean;  /* it ended with a final block and nothing after it */
   uint8_t full;   /* the last pull filled its buffer: maybe more output */
   unsigned ends;  /* final blocks seen in this message */
+  int err;        /* error found after output that was handed out first */
 } inflate_state_t;
 
 static int input_left(const inflate_state_t *s) {
@@ -721,7 +722,7 @@ size_t wsuv_inflate_memory(const wsuv_inflate_t *z) {
 
 int wsuv_inflate_busy(const wsuv_inflate_t *z) {
   const inflate_state_t *s = z->z;
-  return s && s->active && (s->full || input_left(s) || s->fin);
+  return s && s->active && (s->err || s->full || input_left(s) || s->fin);
 }
 
 static int inflate_start(wsuv_inflate_t *z) {
@@ -827,38 +828,58 @@ static ssize_t inflate_fail(wsuv_inflate_t *z, int err) {
   return err;
 }
 
+/* One inflate step. Returns 0 or the error it ran into. */
+static int inflate_step(wsuv_inflate_t *z, inflate_state_t *s) {
+  z_stream *zs = &s->zs;
+  uInt in_before = zs->avail_in, out_before = zs->avail_out;
+  /* Z_BLOCK once the tail is in: zlib then stops at the block boundary
+   * where it must be when the message ends. */
+  int r = inflate(zs, s->tail ? Z_BLOCK : Z_SYNC_FLUSH);
+  if (r == Z_STREAM_END) return inflate_restart(z, s);
+  if (r == Z_MEM_ERROR) return WSUV_ENOMEM;
+  if (r != Z_OK && r != Z_BUF_ERROR) return WSUV_EDEFLATE;
+  /* With input and room zlib always moves (a stop at a block boundary
+   * resumes on the next call); guard the loop all the same. Without input
+   * it may rightly have nothing left. */
+  if (in_before && zs->avail_in == in_before && zs->avail_out == out_before)
+    return WSUV_EDEFLATE;
+  return 0;
+}
+
 ssize_t wsuv_inflate_pull(wsuv_inflate_t *z, uint8_t *out, size_t cap) {
   inflate_state_t *s = z->z;
   if (!s || !s->active) return 0;
   if (cap == 0 || out == NULL) return WSUV_EINVAL;
+  if (s->err) return inflate_fail(z, s->err);
   if (cap > UINT_MAX) cap = UINT_MAX;
   z_stream *zs = &s->zs;
   zs->next_out = out;
   zs->avail_out = (uInt)cap;
-  while (zs->avail_out > 0 && next_input(s)) {
-    uInt in_before = zs->avail_in, out_before = zs->avail_out;
-    /* Z_BLOCK once the tail is in: zlib then stops at the block boundary
-     * where it must be when the message ends. */
-    int r = inflate(zs, s->tail ? Z_BLOCK : Z_SYNC_FLUSH);
-    if (r == Z_STREAM_END) {
-      if ((r = inflate_restart(z, s)) != 0) return inflate_fail(z, r);
-      continue;
-    }
-    if (r == Z_MEM_ERROR) return inflate_fail(z, WSUV_ENOMEM);
-    if (r != Z_OK && r != Z_BUF_ERROR) return inflate_fail(z, WSUV_EDEFLATE);
-    /* With input and room zlib always moves (a stop at a block boundary
-     * resumes on the next call); guard the loop all the same. */
-    if (zs->avail_in == in_before && zs->avail_out == out_before)
-      return inflate_fail(z, WSUV_EDEFLATE);
+  /* After a pull that filled its buffer zlib may still hold output with all
+   * input taken, so it is asked once more even without input. */
+  int err = 0, held = s->full;
+  while (!err && zs->avail_out > 0 && (next_input(s) || held)) {
+    held = 0;
+    err = inflate_step(z, s);
   }
   size_t got = cap - zs->avail_out;
   s->full = zs->avail_out == 0;
-  if (s->full || input_left(s) || !s->tail) return (ssize_t)got;
   /* All input and the tail are in. RFC 7692 7.2.1: a message ends right
    * after the empty stored block we appended, at a block boundary; anything
    * else is a truncated or corrupt message. */
-  if (!s->clean && !(zs->data_type & 128))
-    return inflate_fail(z, WSUV_EDEFLATE);
-  inflate_end_message(z);
+  if (!err && !s->full && !input_left(s) && s->tail) {
+    if (!s->clean && !(zs->data_type & 128)) {
+      err = WSUV_EDEFLATE;
+    } else {
+      inflate_end_message(z);
+      return (ssize_t)got;
+    }
+  }
+  if (!err) return (ssize_t)got;
+  /* What inflated before the error goes out first, so that the outcome (a
+   * UTF-8 or size error in it, say) does not depend on how the input was
+   * split; the error comes with the next pull. */
+  if (!got) return inflate_fail(z, err);
+  s->err = err;
   return (ssize_t)got;
 }

@@ -86,8 +86,9 @@ WSUV_EXTERN void wsuv_conn_free(wsuv_conn_t *c);
  * With permessage-deflate, TEXT and BINARY events carry the inflated data
  * (ev->compressed tells that the message came compressed), text is UTF-8
  * checked after inflating (WSUV_EUTF8, 1007), corrupt data fails with
- * WSUV_EDEFLATE (1007) and more than max_message inflated bytes with
- * WSUV_ETOOBIG (1009), without allocating beyond max_message.
+ * WSUV_EDEFLATE (1007), and more than max_message bytes, inflated or on
+ * the wire, with WSUV_ETOOBIG (1009), without allocating beyond
+ * max_message.
  * - Whole messages (cfg.parser.stream == 0): ev->data is the message, in
  *   storage the connection owns, valid until the next call.
  * - Streamed (cfg.parser.stream != 0): inflated data comes in chunks of at
