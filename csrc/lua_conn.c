@@ -403,17 +403,12 @@ static int l_conn_protocol(lua_State *L) {
 }
 
 /* Server side, before the upgrade: method, target, minor, header list. */
-static int l_conn_request(lua_State *L) {
-  wsuv_lconn_t *b = check_conn(L);
-  wsuv_tconn_t *c = b->c;
-  if (!c || c->role != WSUV_ROLE_SERVER || !c->head_parsed) return 0;
-  lua_pushlstring(L, c->http.method, c->http.method_len);
-  lua_pushlstring(L, c->http.target, c->http.target_len);
-  lua_pushinteger(L, c->http.version_minor);
-  push_header_list(L, &c->http);
+/* Pushes whether h is an upgrade: true, false (plain HTTP), or the status
+ * to refuse it with; then why. */
+static void push_upgrade(lua_State *L, const wsuv_http_head_t *h) {
   const char *key = NULL, *why = NULL;
   size_t key_len = 0;
-  int st = wsuv_handshake_check_request(&c->http, &key, &key_len, &why);
+  int st = wsuv_handshake_check_request(h, &key, &key_len, &why);
   if (st == 0)
     lua_pushboolean(L, 1);
   else if (st == WSUV_ENOTUPGRADE)
@@ -421,7 +416,67 @@ static int l_conn_request(lua_State *L) {
   else
     lua_pushinteger(L, st);
   lua_pushstring(L, why ? why : "");
+}
+
+/* method, target, minor, header list, upgrade, why */
+static int push_request(lua_State *L, const wsuv_http_head_t *h) {
+  lua_pushlstring(L, h->method, h->method_len);
+  lua_pushlstring(L, h->target, h->target_len);
+  lua_pushinteger(L, h->version_minor);
+  push_header_list(L, h);
+  push_upgrade(L, h);
   return 6;
+}
+
+static int l_conn_request(lua_State *L) {
+  wsuv_lconn_t *b = check_conn(L);
+  wsuv_tconn_t *c = b->c;
+  if (!c || c->role != WSUV_ROLE_SERVER || !c->head_parsed) return 0;
+  return push_request(L, &c->http);
+}
+
+/* Pushes every value of the headers named name joined with ", ", or nil. */
+static void push_joined(lua_State *L, const wsuv_http_head_t *h,
+                        const char *name) {
+  int n = 0;
+  for (int i = wsuv_http_find(h, name, 0); i >= 0;
+       i = wsuv_http_find(h, name, (size_t)i + 1)) {
+    if (n++) lua_pushliteral(L, ", ");
+    lua_pushlstring(L, h->headers[i].value, h->headers[i].value_len);
+  }
+  if (n)
+    lua_concat(L, 2 * n - 1);
+  else
+    lua_pushnil(L);
+}
+
+/* conn:request_brief() -> target, upgrade, why, protocols, origin, raw:
+ * what the server's policy needs without building the request table, and
+ * the raw head to build it from later (core.parse_request). */
+static int l_conn_request_brief(lua_State *L) {
+  wsuv_lconn_t *b = check_conn(L);
+  wsuv_tconn_t *c = b->c;
+  if (!c || c->role != WSUV_ROLE_SERVER || !c->head_parsed) return 0;
+  lua_pushlstring(L, c->http.target, c->http.target_len);
+  push_upgrade(L, &c->http);
+  push_joined(L, &c->http, "sec-websocket-protocol");
+  push_joined(L, &c->http, "origin");
+  lua_pushlstring(L, c->head, c->head_parsed);
+  return 6;
+}
+
+/* core.parse_request(raw) -> as conn:request_head(), or nil, msg */
+int wsuv__lua_parse_request(lua_State *L) {
+  size_t len;
+  const char *raw = luaL_checklstring(L, 1, &len);
+  wsuv_header_t hdrs[WSUV_DEFAULT_MAX_HEADERS];
+  wsuv_http_head_t h;
+  memset(&h, 0, sizeof(h));
+  h.headers = hdrs;
+  h.num_headers = WSUV_DEFAULT_MAX_HEADERS;
+  ssize_t n = wsuv_http_parse_request(raw, len, len + 1, &h);
+  if (n <= 0) return wsuv__lua_push_error(L, n ? (int)n : WSUV_EHTTP, NULL);
+  return push_request(L, &h);
 }
 
 /* Client side: the server's response table, also after a refusal. */
@@ -897,6 +952,7 @@ static const luaL_Reg conn_methods[] = {{"try_receive", l_conn_try_receive},
                                         {"peer", l_conn_peer},
                                         {"protocol", l_conn_protocol},
                                         {"request_head", l_conn_request},
+                                        {"request_brief", l_conn_request_brief},
                                         {"response", l_conn_response},
                                         {"accept", l_conn_accept},
                                         {"respond", l_conn_respond},

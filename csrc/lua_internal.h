@@ -52,5 +52,6 @@ wsuv_lconn_t *wsuv__lua_new_conn(lua_State *L, wsuv_lloop_t *ll,
                                  wsuv_tconn_t *c);
 int wsuv__lua_connect(lua_State *L);
 int wsuv__lua_listen(lua_State *L);
+int wsuv__lua_parse_request(lua_State *L);
 
 #endif

@@ -16,7 +16,14 @@ local compat = require "wsuv.compat"
 local Conn = core.conn_methods
 local now = core.now
 
-local extras = setmetatable({}, { __mode = "k" }) -- conn -> request, data
+local url = require "wsuv.url"
+
+-- Per-connection Lua state lives in weak tables, not in a table per
+-- connection: an idle server connection should cost as little as possible.
+-- A request is kept as one string (its raw head and the peer address) and
+-- becomes a table the first time conn:request() is called.
+local requests = setmetatable({}, { __mode = "k" }) -- conn -> record | table
+local datas = setmetatable({}, { __mode = "k" }) -- conn -> conn:data()
 
 local function deadline_of(timeout)
   if timeout == nil then
@@ -240,33 +247,84 @@ core.conn_metatable.__close = function(self)
   end
 end
 
+local M = {}
+
+local function lower_headers(list)
+  local map = {}
+  for i = 1, #list, 2 do
+    local name = list[i]:lower()
+    local value = list[i + 1]
+    map[name] = map[name] and (map[name] .. ", " .. value) or value
+  end
+  return map
+end
+
+-- The comma-separated tokens of a header value, trimmed.
+function M.tokens(value)
+  local out = {}
+  for tok in (value or ""):gmatch("[^,]+") do
+    tok = tok:match("^%s*(.-)%s*$")
+    if tok ~= "" then
+      out[#out + 1] = tok
+    end
+  end
+  return out
+end
+
+-- A request record: the peer's address and port, then the raw head.
+function M.request_record(raw, ip, port)
+  return (ip or "") .. "\0" .. (port or "") .. "\0" .. raw
+end
+
+-- The request table from a record (see Conn:request in the README).
+function M.build_request(record)
+  local a = record:find("\0", 1, true)
+  local b = record:find("\0", a + 1, true)
+  local ip, port, raw = record:sub(1, a - 1), record:sub(a + 1, b - 1), record:sub(b + 1)
+  local method, target, minor, list, upgrade, why = core.parse_request(raw)
+  local path, query = url.split_target(target)
+  local headers = lower_headers(list)
+  return {
+    method = method,
+    target = target,
+    path = path,
+    query = query,
+    version = "1." .. minor,
+    headers = headers,
+    header_list = list,
+    upgrade = upgrade == true,
+    refuse_status = type(upgrade) == "number" and upgrade or nil,
+    refuse_reason = why,
+    protocols = M.tokens(headers["sec-websocket-protocol"]),
+    origin = headers.origin,
+    remote_addr = ip ~= "" and ip or nil,
+    remote_port = tonumber(port),
+  }
+end
+
 -- request = conn:request(): the client's HTTP request (server side).
 function Conn:request()
-  local e = extras[self]
-  return e and e.request
+  local r = requests[self]
+  if type(r) == "string" then
+    r = M.build_request(r)
+    requests[self] = r
+  end
+  return r
 end
 
 -- t = conn:data(): a table for the application's own per-connection state.
 function Conn:data()
-  local e = extras[self]
-  if not e then
-    e = {}
-    extras[self] = e
+  local d = datas[self]
+  if not d then
+    d = {}
+    datas[self] = d
   end
-  e.data = e.data or {}
-  return e.data
+  return d
 end
 
-local M = {}
-
--- Internal: attach the request table built by the server.
+-- Internal: attach the request (a record or a table) built by the server.
 function M.set_request(conn, request)
-  local e = extras[conn]
-  if not e then
-    e = {}
-    extras[conn] = e
-  end
-  e.request = request
+  requests[conn] = request
 end
 
 -- Waits until a client connection is open; returns conn or nil, msg, code,

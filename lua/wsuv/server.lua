@@ -18,62 +18,23 @@ local Server = {}
 Server.__index = Server
 Server.__name = "wsuv.server"
 
-local function lower_headers(list)
-  local map = {}
-  for i = 1, #list, 2 do
-    local name = list[i]:lower()
-    local value = list[i + 1]
-    map[name] = map[name] and (map[name] .. ", " .. value) or value
-  end
-  return map
-end
-
-local function tokens(value)
-  local out = {}
-  for tok in (value or ""):gmatch("[^,]+") do
-    tok = tok:match("^%s*(.-)%s*$")
-    if tok ~= "" then
-      out[#out + 1] = tok
-    end
-  end
-  return out
-end
-
-local function build_request(c)
-  local method, target, minor, list, upgrade, why = c:request_head()
-  local path, query = url.split_target(target)
-  local headers = lower_headers(list)
-  local ip, port = c:peer()
-  return {
-    method = method,
-    target = target,
-    path = path,
-    query = query,
-    version = "1." .. minor,
-    headers = headers,
-    header_list = list,
-    upgrade = upgrade == true,
-    refuse_status = type(upgrade) == "number" and upgrade or nil,
-    refuse_reason = why,
-    protocols = tokens(headers["sec-websocket-protocol"]),
-    origin = headers.origin,
-    remote_addr = ip,
-    remote_port = port,
-  }
-end
-
-local function choose_protocol(opts, req)
+-- The request is decided from a brief view of it (target, upgrade,
+-- subprotocols, origin); the full request table is built only for hooks that
+-- take it, or later by conn:request(), so an accepted connection keeps one
+-- string instead of a table of headers.
+local function choose_protocol(opts, offered, full)
   local p = opts.protocols
   if p == nil then
     return nil
   end
+  local theirs = conn_mod.tokens(offered)
   if type(p) == "function" then
-    return p(req.protocols, req)
+    return p(theirs, full())
   end
   -- Our order is the preference; the client's list says what it speaks.
   for _, ours in ipairs(p) do
-    for _, theirs in ipairs(req.protocols) do
-      if ours == theirs then
+    for _, t in ipairs(theirs) do
+      if ours == t then
         return ours
       end
     end
@@ -81,16 +42,16 @@ local function choose_protocol(opts, req)
   return nil
 end
 
-local function origin_allowed(opts, req)
+local function origin_allowed(opts, origin, full)
   local o = opts.origins
   if o == nil then
     return true
   end
   if type(o) == "function" then
-    return o(req.origin, req) and true or false
+    return o(origin, full()) and true or false
   end
   for _, allowed in ipairs(o) do
-    if allowed == req.origin then
+    if allowed == origin then
       return true
     end
   end
@@ -119,9 +80,17 @@ end
 -- Decides one request; runs in its own coroutine.
 local function handle(self, c)
   local opts = self.opts
-  local req = build_request(c)
-  conn_mod.set_request(c, req)
-  if not req.upgrade then
+  local target, upgrade, _, offered, origin, raw = c:request_brief()
+  local record = conn_mod.request_record(raw, c:peer())
+  local req
+  local function full()
+    req = req or conn_mod.build_request(record)
+    conn_mod.set_request(c, req)
+    return req
+  end
+  conn_mod.set_request(c, record)
+  if upgrade ~= true then
+    full()
     if req.refuse_status then
       return respond(c, req.refuse_status, nil, req.refuse_reason .. "\n")
     end
@@ -135,14 +104,14 @@ local function handle(self, c)
     end
     return respond(c, 426, nil, "this is a WebSocket endpoint\n")
   end
-  if opts.path and req.path ~= opts.path then
+  if opts.path and url.split_target(target) ~= opts.path then
     return respond(c, 404, nil, "not found\n")
   end
-  if not origin_allowed(opts, req) then
+  if not origin_allowed(opts, origin, full) then
     return respond(c, 403, nil, "origin not allowed\n")
   end
   if opts.check then
-    local ok, allow, status, headers, body = compat.pcall(opts.check, req)
+    local ok, allow, status, headers, body = compat.pcall(opts.check, full())
     if not ok then
       io.stderr:write("wsuv: error in check hook: ", tostring(allow), "\n")
       return respond(c, 500, nil, "internal error\n")
@@ -151,7 +120,7 @@ local function handle(self, c)
       return respond(c, status or 403, headers, body or "forbidden\n")
     end
   end
-  local protocol = choose_protocol(opts, req)
+  local protocol = choose_protocol(opts, offered, full)
   local ok, err, code = c:accept(protocol, nil, opts.response_headers)
   if not ok then
     return nil, err, code
