@@ -59,15 +59,18 @@ static void push_header_list(lua_State *L, const wsuv_http_head_t *h) {
 /* Client: {status, reason, headers, body} of the server's response. */
 static void push_response(lua_State *L, wsuv_tconn_t *c) {
   lua_createtable(L, 0, 4);
-  lua_pushinteger(L, c->http.status);
+  lua_pushinteger(L, c->hs->http.status);
   lua_setfield(L, -2, "status");
-  lua_pushlstring(L, c->http.reason ? c->http.reason : "", c->http.reason_len);
+  lua_pushlstring(L, c->hs->http.reason ? c->hs->http.reason : "",
+                  c->hs->http.reason_len);
   lua_setfield(L, -2, "reason");
-  push_header_list(L, &c->http);
+  push_header_list(L, &c->hs->http);
   lua_setfield(L, -2, "headers");
-  size_t body = c->head_len > c->head_parsed ? c->head_len - c->head_parsed : 0;
-  if (c->http.status == 101) body = 0;
-  lua_pushlstring(L, c->head + c->head_parsed, body);
+  size_t body = c->hs->head_len > c->hs->head_parsed
+                    ? c->hs->head_len - c->hs->head_parsed
+                    : 0;
+  if (c->hs->http.status == 101) body = 0;
+  lua_pushlstring(L, c->hs->head + c->hs->head_parsed, body);
   lua_setfield(L, -2, "body");
 }
 
@@ -122,7 +125,8 @@ static void capture_final(lua_State *L, wsuv_lconn_t *b, wsuv_tconn_t *c) {
     const char *r = c->why ? c->why : "connection closed";
     set_ref_string(L, &b->close_reason, r, strlen(r));
   }
-  if (c->role == WSUV_ROLE_CLIENT && c->head_parsed && b->info == LUA_NOREF) {
+  if (c->role == WSUV_ROLE_CLIENT && c->hs && c->hs->head_parsed &&
+      b->info == LUA_NOREF) {
     push_response(L, c);
     b->info = luaL_ref(L, LUA_REGISTRYINDEX);
   }
@@ -431,8 +435,9 @@ static int push_request(lua_State *L, const wsuv_http_head_t *h) {
 static int l_conn_request(lua_State *L) {
   wsuv_lconn_t *b = check_conn(L);
   wsuv_tconn_t *c = b->c;
-  if (!c || c->role != WSUV_ROLE_SERVER || !c->head_parsed) return 0;
-  return push_request(L, &c->http);
+  if (!c || c->role != WSUV_ROLE_SERVER || !c->hs || !c->hs->head_parsed)
+    return 0;
+  return push_request(L, &c->hs->http);
 }
 
 /* Pushes every value of the headers named name joined with ", ", or nil. */
@@ -456,12 +461,13 @@ static void push_joined(lua_State *L, const wsuv_http_head_t *h,
 static int l_conn_request_brief(lua_State *L) {
   wsuv_lconn_t *b = check_conn(L);
   wsuv_tconn_t *c = b->c;
-  if (!c || c->role != WSUV_ROLE_SERVER || !c->head_parsed) return 0;
-  lua_pushlstring(L, c->http.target, c->http.target_len);
-  push_upgrade(L, &c->http);
-  push_joined(L, &c->http, "sec-websocket-protocol");
-  push_joined(L, &c->http, "origin");
-  lua_pushlstring(L, c->head, c->head_parsed);
+  if (!c || c->role != WSUV_ROLE_SERVER || !c->hs || !c->hs->head_parsed)
+    return 0;
+  lua_pushlstring(L, c->hs->http.target, c->hs->http.target_len);
+  push_upgrade(L, &c->hs->http);
+  push_joined(L, &c->hs->http, "sec-websocket-protocol");
+  push_joined(L, &c->hs->http, "origin");
+  lua_pushlstring(L, c->hs->head, c->hs->head_parsed);
   return 6;
 }
 
@@ -487,7 +493,8 @@ static int l_conn_response(lua_State *L) {
     push_ref(L, b->info);
     return 1;
   }
-  if (!c || c->role != WSUV_ROLE_CLIENT || !c->head_parsed) return 0;
+  if (!c || c->role != WSUV_ROLE_CLIENT || !c->hs || !c->hs->head_parsed)
+    return 0;
   push_response(L, c);
   return 1;
 }

@@ -69,12 +69,18 @@ static wsuv_tconn_t *conn_new(wsuv_loop_t *l, wsuv_role_t role,
                               const wsuv_limits_t *lim) {
   wsuv_tconn_t *c = calloc(1, sizeof(*c));
   if (!c) return NULL;
+  c->hs = calloc(1, sizeof(*c->hs));
+  if (!c->hs) {
+    free(c);
+    return NULL;
+  }
   c->obj.kind = WSUV_OBJ_CONN;
   c->loop = l;
   c->role = role;
   if (lim) c->lim = *lim;
   wsuv__limits_default(&c->lim);
   if (uv_tcp_init(l->uv, &c->tcp) != 0) {
+    free(c->hs);
     free(c);
     return NULL;
   }
@@ -133,16 +139,18 @@ static void release_segs(wsuv_seg_t *segs, size_t n) {
 }
 
 static void free_handshake(wsuv_tconn_t *c) {
-  free(c->head);
-  free(c->hdrs);
-  free(c->offer_protocols);
-  free(c->offer_extensions);
-  free(c->request);
-  c->head = NULL;
-  c->hdrs = NULL;
-  c->offer_protocols = c->offer_extensions = NULL;
-  c->request = NULL;
-  c->head_len = c->head_cap = c->head_parsed = 0;
+  wsuv_handshake_t *hs = c->hs;
+  if (!hs) return;
+  if (hs->gai) hs->gai->data = NULL; /* gai_cb frees it. */
+  if (hs->addrs) uv_freeaddrinfo(hs->addrs);
+  free(hs->head);
+  free(hs->hdrs);
+  free(hs->offer_protocols);
+  free(hs->offer_extensions);
+  free(hs->request);
+  free(hs->pmd_offer);
+  free(hs);
+  c->hs = NULL;
 }
 
 static void close_cb(uv_handle_t *h) {
@@ -160,15 +168,12 @@ static void close_cb(uv_handle_t *h) {
   unlink_pending(c);
   wsuv__unready(l, &c->obj);
   if (l->hooks.freed) l->hooks.freed(&c->obj);
-  if (c->gai) c->gai->data = NULL; /* gai_cb frees it. */
-  if (c->addrs) uv_freeaddrinfo(c->addrs);
   release_segs(c->segs, c->nsegs);
   free(c->segs);
   free(c->out);
   free(c->why);
   free(c->protocol);
   free(c->extensions);
-  free(c->pmd_offer);
   free_handshake(c);
   if (c->ws_inited) wsuv_conn_free(&c->ws);
   wsuv__tls_free(c->tls);
@@ -191,9 +196,7 @@ static void close_handle(wsuv_tconn_t *c) {
 
 void wsuv__abort(wsuv_tconn_t *c, int err, const char *why) {
   if (err) wsuv__set_error(c, err, why);
-  if (c->gai) {
-    uv_cancel((uv_req_t *)c->gai);
-  }
+  if (c->hs && c->hs->gai) uv_cancel((uv_req_t *)c->hs->gai);
   close_handle(c);
 }
 
@@ -787,38 +790,76 @@ static int open_ws(wsuv_tconn_t *c, const wsuv_pmd_params_t *pmd,
   return 0;
 }
 
-/* Appends input to the head buffer, bounded by max_head plus one read. */
+/* Points the parsed head's strings from the buffer at old to the copy at p. */
+static void rebase_head(wsuv_tconn_t *c, const char *old, char *p) {
+  wsuv_http_head_t *h = &c->hs->http;
+#define REBASE(field)                                                          \
+  if (field) field = p + (field - old)
+  REBASE(h->method);
+  REBASE(h->target);
+  REBASE(h->reason);
+  for (size_t i = 0; i < h->num_headers; i++) {
+    REBASE(h->headers[i].name);
+    REBASE(h->headers[i].value);
+  }
+#undef REBASE
+}
+
+/* Appends input to the head buffer, bounded by max_head plus one read. A
+ * parsed head can still grow (a refusal's body; with TLS, records that
+ * follow the request): the buffer is then copied, and the parsed strings
+ * moved along. */
 static int head_append(wsuv_tconn_t *c, const uint8_t *buf, size_t len) {
-  if (c->head_cap - c->head_len < len) {
-    size_t need = c->head_len + len;
+  if (c->hs->head_cap - c->hs->head_len < len) {
+    size_t need = c->hs->head_len + len;
     if (need > c->lim.max_head + WSUV_READ_BUFFER_SIZE + MAX_REJECT_BODY)
       return WSUV_EHEADTOOBIG;
-    size_t cap = c->head_cap ? c->head_cap : 1024;
+    /* Most heads arrive in one read: start at their size. */
+    size_t cap = c->hs->head_cap ? c->hs->head_cap : (need + 63) & ~(size_t)63;
     while (cap < need)
       cap *= 2;
-    char *p = realloc(c->head, cap);
+    char *p = malloc(cap);
     if (!p) return WSUV_ENOMEM;
-    c->head = p;
-    c->head_cap = cap;
+    if (c->hs->head_len) memcpy(p, c->hs->head, c->hs->head_len);
+    if (c->hs->head_parsed) rebase_head(c, c->hs->head, p);
+    free(c->hs->head);
+    c->hs->head = p;
+    c->hs->head_cap = cap;
   }
-  memcpy(c->head + c->head_len, buf, len);
-  c->head_len += len;
+  memcpy(c->hs->head + c->hs->head_len, buf, len);
+  c->hs->head_len += len;
   return 0;
 }
 
+/* Parses the head into the loop's scratch array; a complete head keeps an
+ * exact-size copy of its headers (a few hundred bytes, not 64 slots). */
 static ssize_t parse_head(wsuv_tconn_t *c) {
-  if (!c->hdrs) {
-    c->hdrs = malloc(MAX_HEADERS * sizeof(*c->hdrs));
-    if (!c->hdrs) return WSUV_ENOMEM;
+  wsuv_loop_t *l = c->loop;
+  if (!l->hdr_scratch) {
+    l->hdr_scratch = malloc(MAX_HEADERS * sizeof(*l->hdr_scratch));
+    if (!l->hdr_scratch) return WSUV_ENOMEM;
   }
-  memset(&c->http, 0, sizeof(c->http));
-  c->http.headers = c->hdrs;
-  c->http.num_headers = MAX_HEADERS;
-  size_t len = c->head_len;
-  return c->role == WSUV_ROLE_SERVER
-             ? wsuv_http_parse_request(c->head, len, c->lim.max_head, &c->http)
-             : wsuv_http_parse_response(c->head, len, c->lim.max_head,
-                                        &c->http);
+  memset(&c->hs->http, 0, sizeof(c->hs->http));
+  c->hs->http.headers = l->hdr_scratch;
+  c->hs->http.num_headers = MAX_HEADERS;
+  size_t len = c->hs->head_len;
+  ssize_t n = c->role == WSUV_ROLE_SERVER
+                  ? wsuv_http_parse_request(c->hs->head, len, c->lim.max_head,
+                                            &c->hs->http)
+                  : wsuv_http_parse_response(c->hs->head, len, c->lim.max_head,
+                                             &c->hs->http);
+  if (n <= 0) {
+    c->hs->http.headers = NULL;
+    c->hs->http.num_headers = 0;
+    return n;
+  }
+  size_t k = c->hs->http.num_headers;
+  free(c->hs->hdrs);
+  c->hs->hdrs = malloc((k ? k : 1) * sizeof(*c->hs->hdrs));
+  if (!c->hs->hdrs) return WSUV_ENOMEM;
+  memcpy(c->hs->hdrs, l->hdr_scratch, k * sizeof(*c->hs->hdrs));
+  c->hs->http.headers = c->hs->hdrs;
+  return n;
 }
 
 static void server_reject(wsuv_tconn_t *c, int status, const char *why) {
@@ -837,7 +878,7 @@ static void server_head(wsuv_tconn_t *c) {
       server_reject(c, 400, "malformed request");
     return;
   }
-  c->head_parsed = (size_t)n;
+  c->hs->head_parsed = (size_t)n;
   stop_reading(c);
   wsuv_tserver_t *s = c->server;
   if (!s || s->closed) {
@@ -874,39 +915,40 @@ static size_t content_length(const wsuv_http_head_t *h) {
 /* Keeps the response head for the binding, at its exact size: an open
  * connection should not hold handshake buffers. */
 static void shrink_head(wsuv_tconn_t *c) {
-  size_t n = c->http.num_headers;
+  size_t n = c->hs->http.num_headers;
   size_t *offs = malloc((2 * n + 2) * sizeof(*offs));
   if (!offs) return;
   for (size_t i = 0; i < n; i++) {
-    offs[2 * i] = (size_t)(c->hdrs[i].name - c->head);
-    offs[2 * i + 1] = (size_t)(c->hdrs[i].value - c->head);
+    offs[2 * i] = (size_t)(c->hs->hdrs[i].name - c->hs->head);
+    offs[2 * i + 1] = (size_t)(c->hs->hdrs[i].value - c->hs->head);
   }
-  offs[2 * n] = c->http.reason ? (size_t)(c->http.reason - c->head) : 0;
-  char *head = realloc(c->head, c->head_parsed);
-  wsuv_header_t *hdrs = realloc(c->hdrs, (n ? n : 1) * sizeof(*hdrs));
+  offs[2 * n] =
+      c->hs->http.reason ? (size_t)(c->hs->http.reason - c->hs->head) : 0;
+  char *head = realloc(c->hs->head, c->hs->head_parsed);
+  wsuv_header_t *hdrs = realloc(c->hs->hdrs, (n ? n : 1) * sizeof(*hdrs));
   if (head) {
-    c->head = head;
-    c->head_len = c->head_cap = c->head_parsed;
+    c->hs->head = head;
+    c->hs->head_len = c->hs->head_cap = c->hs->head_parsed;
   }
-  if (hdrs) c->hdrs = hdrs;
-  c->http.headers = c->hdrs;
+  if (hdrs) c->hs->hdrs = hdrs;
+  c->hs->http.headers = c->hs->hdrs;
   for (size_t i = 0; i < n; i++) {
-    c->hdrs[i].name = c->head + offs[2 * i];
-    c->hdrs[i].value = c->head + offs[2 * i + 1];
+    c->hs->hdrs[i].name = c->hs->head + offs[2 * i];
+    c->hs->hdrs[i].value = c->hs->head + offs[2 * i + 1];
   }
-  if (c->http.reason) c->http.reason = c->head + offs[2 * n];
+  if (c->hs->http.reason) c->hs->http.reason = c->hs->head + offs[2 * n];
   free(offs);
-  free(c->offer_protocols);
-  free(c->offer_extensions);
-  c->offer_protocols = c->offer_extensions = NULL;
+  free(c->hs->offer_protocols);
+  free(c->hs->offer_extensions);
+  c->hs->offer_protocols = c->hs->offer_extensions = NULL;
 }
 
 /* Feeds the bytes that followed the HTTP head in the same reads, in place:
  * the parser copies what it keeps, so nothing points into head afterwards. */
 static void feed_rest(wsuv_tconn_t *c) {
-  size_t rest = c->head_len - c->head_parsed;
-  if (rest) feed_frames(c, (uint8_t *)c->head + c->head_parsed, rest);
-  c->head_len = c->head_parsed;
+  size_t rest = c->hs->head_len - c->hs->head_parsed;
+  if (rest) feed_frames(c, (uint8_t *)c->hs->head + c->hs->head_parsed, rest);
+  c->hs->head_len = c->hs->head_parsed;
 }
 
 /* The first header named name, as a malloc'd string; NULL if absent. */
@@ -929,40 +971,42 @@ static void client_head(wsuv_tconn_t *c) {
     fail(c, (int)n, "handshake");
     return;
   }
-  c->head_parsed = (size_t)n;
-  if (c->http.status != 101) {
+  c->hs->head_parsed = (size_t)n;
+  if (c->hs->http.status != 101) {
     /* Keep reading the body (bounded) so the caller can see it. */
-    size_t want = content_length(&c->http);
-    if (c->head_len - c->head_parsed < want && !c->eof) return;
+    size_t want = content_length(&c->hs->http);
+    if (c->hs->head_len - c->hs->head_parsed < want && !c->eof) return;
     char msg[64];
     snprintf(msg, sizeof(msg), "server answered with status %d",
-             c->http.status);
+             c->hs->http.status);
     set_errorf(c, WSUV_EHANDSHAKE, "handshake", msg);
     close_handle(c);
     return;
   }
   const char *why = NULL;
-  if (wsuv_handshake_check_response(&c->http, c->key, c->offer_protocols,
-                                    c->offer_extensions, &why) != 0) {
+  if (wsuv_handshake_check_response(&c->hs->http, c->hs->key,
+                                    c->hs->offer_protocols,
+                                    c->hs->offer_extensions, &why) != 0) {
     set_errorf(c, WSUV_EHANDSHAKE, "handshake", why ? why : "invalid");
     close_handle(c);
     return;
   }
   wsuv_pmd_params_t agreed;
   int pmd = 0;
-  if (c->pmd_offer) {
-    pmd = wsuv_pmd_accept_response(&c->http, c->pmd_offer, &agreed, &why);
+  if (c->hs->pmd_offer) {
+    pmd =
+        wsuv_pmd_accept_response(&c->hs->http, c->hs->pmd_offer, &agreed, &why);
     if (pmd < 0) {
       set_errorf(c, WSUV_EEXTENSION, "handshake", why ? why : "extension");
       close_handle(c);
       return;
     }
   }
-  c->protocol = header_dup(&c->http, "sec-websocket-protocol");
-  if (pmd) c->extensions = header_dup(&c->http, "sec-websocket-extensions");
-  int err = open_ws(c, pmd ? &agreed : NULL, c->pmd_offer);
-  free(c->pmd_offer);
-  c->pmd_offer = NULL;
+  c->protocol = header_dup(&c->hs->http, "sec-websocket-protocol");
+  if (pmd) c->extensions = header_dup(&c->hs->http, "sec-websocket-extensions");
+  int err = open_ws(c, pmd ? &agreed : NULL, c->hs->pmd_offer);
+  free(c->hs->pmd_offer);
+  c->hs->pmd_offer = NULL;
   if (err) {
     fail(c, err, "handshake");
     return;
@@ -1009,7 +1053,7 @@ static void connect_cb(uv_connect_t *req, int status) {
   wsuv_tconn_t *c = req->data;
   if (c->phase != WSUV_PHASE_CONNECTING || !c->tcp_open) return;
   if (status < 0) {
-    if (c->addr_next) {
+    if (c->hs->addr_next) {
       /* close_cb re-inits the handle and tries the next address. */
       c->retry = 1;
       c->tcp_open = 0;
@@ -1019,15 +1063,15 @@ static void connect_cb(uv_connect_t *req, int status) {
     fail(c, status, "connect");
     return;
   }
-  uv_freeaddrinfo(c->addrs);
-  c->addrs = c->addr_next = NULL;
+  uv_freeaddrinfo(c->hs->addrs);
+  c->hs->addrs = c->hs->addr_next = NULL;
   /* Small frames (and TLS handshake flights) must not wait for Nagle. */
   uv_tcp_nodelay(&c->tcp, 1);
   c->phase = WSUV_PHASE_HANDSHAKE;
   c->deadline = wsuv__now(c->loop) + c->lim.handshake_timeout;
-  int err = out_append(c, c->request, c->request_len);
-  free(c->request);
-  c->request = NULL;
+  int err = out_append(c, c->hs->request, c->hs->request_len);
+  free(c->hs->request);
+  c->hs->request = NULL;
   if (!err) err = start_reading(c);
   if (err) {
     fail(c, err, "connect");
@@ -1038,16 +1082,16 @@ static void connect_cb(uv_connect_t *req, int status) {
 }
 
 static void try_next_addr(wsuv_tconn_t *c) {
-  while (c->addr_next) {
-    struct addrinfo *ai = c->addr_next;
-    c->addr_next = ai->ai_next;
-    c->creq.data = c;
-    int err = uv_tcp_connect(&c->creq, &c->tcp, ai->ai_addr, connect_cb);
+  while (c->hs->addr_next) {
+    struct addrinfo *ai = c->hs->addr_next;
+    c->hs->addr_next = ai->ai_next;
+    c->hs->creq.data = c;
+    int err = uv_tcp_connect(&c->hs->creq, &c->tcp, ai->ai_addr, connect_cb);
     if (err == 0) {
       c->phase = WSUV_PHASE_CONNECTING;
       return;
     }
-    if (!c->addr_next) {
+    if (!c->hs->addr_next) {
       fail(c, err, "connect");
       return;
     }
@@ -1062,7 +1106,7 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
     if (res) uv_freeaddrinfo(res);
     return;
   }
-  c->gai = NULL;
+  c->hs->gai = NULL;
   if (!c->tcp_open) {
     if (res) uv_freeaddrinfo(res);
     return;
@@ -1071,7 +1115,7 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
     fail(c, status, "resolve");
     return;
   }
-  c->addrs = c->addr_next = res;
+  c->hs->addrs = c->hs->addr_next = res;
   try_next_addr(c);
 }
 
@@ -1106,21 +1150,22 @@ int wsuv__connect(wsuv_loop_t *l, const char *host, int port,
       return WSUV_ETLS;
     }
   }
-  wsuv_handshake_key(nonce, c->key);
+  wsuv_handshake_key(nonce, c->hs->key);
   size_t cap = 1024;
   for (;;) {
-    c->request = malloc(cap);
-    if (!c->request) {
+    c->hs->request = malloc(cap);
+    if (!c->hs->request) {
       wsuv__abort(c, UV_ENOMEM, "connect: out of memory");
       return UV_ENOMEM;
     }
-    ssize_t n = wsuv_handshake_build_request(c->request, cap, req, c->key);
+    ssize_t n =
+        wsuv_handshake_build_request(c->hs->request, cap, req, c->hs->key);
     if (n >= 0) {
-      c->request_len = (size_t)n;
+      c->hs->request_len = (size_t)n;
       break;
     }
-    free(c->request);
-    c->request = NULL;
+    free(c->hs->request);
+    c->hs->request = NULL;
     if (n != WSUV_ENOBUFS || cap >= c->lim.max_head * 8) {
       wsuv__abort(c, (int)n, NULL);
       c->obj.data = NULL;
@@ -1128,34 +1173,34 @@ int wsuv__connect(wsuv_loop_t *l, const char *host, int port,
     }
     cap *= 2;
   }
-  c->offer_protocols = dupstr(req->protocols);
-  c->offer_extensions = dupstr(req->extensions);
+  c->hs->offer_protocols = dupstr(req->protocols);
+  c->hs->offer_extensions = dupstr(req->extensions);
   if (pmd && pmd->enabled) {
-    c->pmd_offer = malloc(sizeof(*pmd));
-    if (!c->pmd_offer) {
+    c->hs->pmd_offer = malloc(sizeof(*pmd));
+    if (!c->hs->pmd_offer) {
       wsuv__abort(c, UV_ENOMEM, NULL);
       c->obj.data = NULL;
       return UV_ENOMEM;
     }
-    *c->pmd_offer = *pmd;
+    *c->hs->pmd_offer = *pmd;
   }
   c->phase = WSUV_PHASE_RESOLVING;
   c->deadline = wsuv__now(l) + c->lim.connect_timeout;
-  c->gai = malloc(sizeof(*c->gai));
+  c->hs->gai = malloc(sizeof(*c->hs->gai));
   char portstr[16];
   snprintf(portstr, sizeof(portstr), "%d", port);
   struct addrinfo hints;
   memset(&hints, 0, sizeof(hints));
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
-  int err = c->gai ? 0 : UV_ENOMEM;
+  int err = c->hs->gai ? 0 : UV_ENOMEM;
   if (!err) {
-    c->gai->data = c;
-    err = uv_getaddrinfo(l->uv, c->gai, gai_cb, host, portstr, &hints);
+    c->hs->gai->data = c;
+    err = uv_getaddrinfo(l->uv, c->hs->gai, gai_cb, host, portstr, &hints);
   }
   if (err) {
-    free(c->gai);
-    c->gai = NULL;
+    free(c->hs->gai);
+    c->hs->gai = NULL;
     wsuv__abort(c, err, NULL);
     return err;
   }
@@ -1179,7 +1224,7 @@ int wsuv__accept(wsuv_tconn_t *c, const char *protocol, const char *extensions,
     return c->tcp_open ? WSUV_ESTATE : WSUV_ECLOSED;
   const char *key = NULL, *why = NULL;
   size_t key_len = 0;
-  int st = wsuv_handshake_check_request(&c->http, &key, &key_len, &why);
+  int st = wsuv_handshake_check_request(&c->hs->http, &key, &key_len, &why);
   if (st != 0) return WSUV_ESTATE; /* Not an upgrade: respond() is the way. */
   wsuv_pmd_params_t agreed;
   const wsuv_pmd_options_t *pmd_opts = NULL;
@@ -1187,7 +1232,7 @@ int wsuv__accept(wsuv_tconn_t *c, const char *protocol, const char *extensions,
   int pmd = 0;
   if (!extensions && c->server && c->server->opts.pmd.enabled) {
     pmd_opts = &c->server->opts.pmd;
-    pmd = wsuv_pmd_negotiate(&c->http, pmd_opts, &agreed, ext, sizeof(ext));
+    pmd = wsuv_pmd_negotiate(&c->hs->http, pmd_opts, &agreed, ext, sizeof(ext));
     if (pmd < 0) return pmd;
     if (pmd) extensions = ext;
   }
@@ -1365,7 +1410,7 @@ static void sweep_conn(wsuv_tconn_t *c, uint64_t now) {
     switch (c->phase) {
     case WSUV_PHASE_RESOLVING:
     case WSUV_PHASE_CONNECTING:
-      c->addr_next = NULL;
+      c->hs->addr_next = NULL;
       wsuv__abort(c, UV_ETIMEDOUT, "connect: timed out");
       return;
     case WSUV_PHASE_HANDSHAKE:

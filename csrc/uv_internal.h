@@ -50,12 +50,14 @@ struct wsuv_loop_s {
   uv_loop_t *uv;
   int own_uv; /* we created uv and close it */
   wsuv_hooks_t hooks;
-  void *data;         /* the binding's */
-  uv_timer_t wake;    /* bounds one uv_run(UV_RUN_ONCE) */
-  uv_timer_t sweep;   /* protocol deadlines and keepalive, unref'd */
-  uint8_t *rbuf;      /* the one read buffer every connection shares */
-  int rbuf_busy;      /* handed to a read and not returned yet */
-  wsuv_obj_t **ready; /* objects with news for Lua */
+  void *data;                 /* the binding's */
+  uv_timer_t wake;            /* bounds one uv_run(UV_RUN_ONCE) */
+  uv_timer_t sweep;           /* protocol deadlines and keepalive, unref'd */
+  uint8_t *rbuf;              /* the one read buffer every connection shares */
+  wsuv_header_t *hdr_scratch; /* HTTP heads are parsed into this, then the
+                                 headers found are copied out exactly */
+  int rbuf_busy;              /* handed to a read and not returned yet */
+  wsuv_obj_t **ready;         /* objects with news for Lua */
   size_t nready, ready_cap;
   wsuv_tconn_t *conns;     /* every live connection, for the sweep */
   wsuv_tconn_t *dirty;     /* connections with output to flush */
@@ -92,6 +94,23 @@ typedef struct {
   int stream;                 /* deliver messages in chunks */
 } wsuv_limits_t;
 
+/* What only the opening handshake needs, apart from the connection so that
+ * an open server connection does not carry it. */
+typedef struct {
+  char *head;
+  size_t head_len, head_cap, head_parsed; /* parsed: head length once known */
+  wsuv_header_t *hdrs;
+  wsuv_http_head_t http;
+  char *offer_protocols, *offer_extensions; /* client offer */
+  char *request; /* client request bytes until connected */
+  size_t request_len;
+  char key[25];
+  uv_getaddrinfo_t *gai;
+  struct addrinfo *addrs, *addr_next;
+  uv_connect_t creq;
+  wsuv_pmd_options_t *pmd_offer; /* client: what we offered, until open */
+} wsuv_handshake_t;
+
 typedef struct wsuv_seg_s {
   const uint8_t *ptr; /* payload outside out[], or NULL */
   size_t off;         /* offset into out[] when ptr is NULL */
@@ -118,25 +137,14 @@ struct wsuv_tconn_s {
   int error;           /* uv or WSUV code of a failure, or 0 */
   char *why;           /* malloc'd explanation of error */
   wsuv_limits_t lim;
-  wsuv_conn_t ws;   /* protocol state once open */
-  wsuv_tls_t *tls;  /* wss://, or NULL */
-  char *extensions; /* negotiated Sec-WebSocket-Extensions, or NULL */
-  wsuv_pmd_options_t *pmd_offer; /* client: what we offered, until open */
-  uint32_t pmd_in, pmd_out;      /* compressed messages received, sent */
-  uint8_t tls_bye;               /* close_notify queued */
-  /* Handshake, freed once open. */
-  char *head;
-  size_t head_len, head_cap, head_parsed; /* parsed: head length once known */
-  wsuv_header_t *hdrs;
-  wsuv_http_head_t http;
-  char *offer_protocols, *offer_extensions; /* client offer */
-  char *request; /* client request bytes until connected */
-  size_t request_len;
-  char key[25];
-  char *protocol; /* negotiated subprotocol, or NULL */
-  uv_getaddrinfo_t *gai;
-  struct addrinfo *addrs, *addr_next;
-  uv_connect_t creq;
+  wsuv_conn_t ws;           /* protocol state once open */
+  wsuv_tls_t *tls;          /* wss://, or NULL */
+  char *extensions;         /* negotiated Sec-WebSocket-Extensions, or NULL */
+  uint32_t pmd_in, pmd_out; /* compressed messages received, sent */
+  uint8_t tls_bye;          /* close_notify queued */
+  wsuv_handshake_t *hs;     /* server: freed once open; client: kept for
+                               conn:response() */
+  char *protocol;           /* negotiated subprotocol, or NULL */
   /* Output. */
   uint8_t *out;
   size_t out_len, out_cap;

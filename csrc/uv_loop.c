@@ -130,6 +130,8 @@ void wsuv__loop_close(wsuv_loop_t *l) {
   wsuv__tls_cache_free(l);
   free(l->ready);
   free(l->rbuf);
+  free(l->hdr_scratch);
+  l->hdr_scratch = NULL;
   l->ready = NULL;
   l->rbuf = NULL;
 }
