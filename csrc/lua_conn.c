@@ -182,7 +182,7 @@ wsuv_lconn_t *wsuv__lua_new_conn(lua_State *L, wsuv_lloop_t *ll,
   b->queue = b->close_reason = b->why = b->info = b->pong = LUA_NOREF;
   b->qhead = b->qtail = 1;
   b->role = c->role;
-  b->stream = (uint8_t)c->lim.stream;
+  b->stream = (uint8_t)c->lim->stream;
   luaL_setmetatable(L, WSUV_CONN_MT);
   lua_pushvalue(L, -1);
   b->anchor = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -330,8 +330,8 @@ static int l_conn_queued(lua_State *L) {
   wsuv_lconn_t *b = check_conn(L);
   wsuv_tconn_t *c = b->c;
   lua_pushinteger(L, c ? (lua_Integer)c->queued : 0);
-  lua_pushinteger(L, c ? (lua_Integer)c->lim.high_water : 0);
-  lua_pushinteger(L, c ? (lua_Integer)c->lim.max_queued : 0);
+  lua_pushinteger(L, c ? (lua_Integer)c->lim->high_water : 0);
+  lua_pushinteger(L, c ? (lua_Integer)c->lim->max_queued : 0);
   return 3;
 }
 

@@ -65,8 +65,13 @@ static void genmask(void *ud, uint8_t key[4]) {
     abort(); /* No entropy: continuing would leak predictable masks. */
 }
 
+static void limits_release(wsuv_limits_t *lim) {
+  if (lim && --lim->refs == 0) free(lim);
+}
+
+/* lim: a client's own limits (copied); shared: a listener's, referenced. */
 static wsuv_tconn_t *conn_new(wsuv_loop_t *l, wsuv_role_t role,
-                              const wsuv_limits_t *lim) {
+                              const wsuv_limits_t *lim, wsuv_limits_t *shared) {
   wsuv_tconn_t *c = calloc(1, sizeof(*c));
   if (!c) return NULL;
   c->hs = calloc(1, sizeof(*c->hs));
@@ -77,9 +82,22 @@ static wsuv_tconn_t *conn_new(wsuv_loop_t *l, wsuv_role_t role,
   c->obj.kind = WSUV_OBJ_CONN;
   c->loop = l;
   c->role = role;
-  if (lim) c->lim = *lim;
-  wsuv__limits_default(&c->lim);
+  if (shared) {
+    c->lim = shared;
+  } else {
+    c->lim = calloc(1, sizeof(*c->lim));
+    if (!c->lim) {
+      free(c->hs);
+      free(c);
+      return NULL;
+    }
+    if (lim) *c->lim = *lim;
+    wsuv__limits_default(c->lim);
+    c->lim->refs = 0;
+  }
+  c->lim->refs++;
   if (uv_tcp_init(l->uv, &c->tcp) != 0) {
+    limits_release(c->lim);
     free(c->hs);
     free(c);
     return NULL;
@@ -177,6 +195,7 @@ static void close_cb(uv_handle_t *h) {
   free_handshake(c);
   if (c->ws_inited) wsuv_conn_free(&c->ws);
   wsuv__tls_free(c->tls);
+  limits_release(c->lim);
   free(c);
 }
 
@@ -280,7 +299,7 @@ static void queue_owed(wsuv_tconn_t *c) {
 static void do_shutdown(wsuv_tconn_t *c);
 
 static void after_write(wsuv_tconn_t *c) {
-  if (c->queued <= c->lim.high_water)
+  if (c->queued <= c->lim->high_water)
     wsuv__ready(c->loop, &c->obj); /* Wake senders waiting to drain. */
   if (c->shutting && c->queued == 0) do_shutdown(c);
 }
@@ -512,7 +531,7 @@ static void finish(wsuv_tconn_t *c) {
   if (c->phase < WSUV_PHASE_CLOSING) c->phase = WSUV_PHASE_CLOSING;
   if (!c->shutting) {
     c->shutting = 1;
-    c->deadline = wsuv__now(c->loop) + c->lim.close_timeout;
+    c->deadline = wsuv__now(c->loop) + c->lim->close_timeout;
   }
   queue_owed(c);
   mark_dirty(c);
@@ -523,7 +542,7 @@ int wsuv__send(wsuv_tconn_t *c, unsigned opcode, unsigned flags,
                const uint8_t *data, size_t len, wsuv_pin_t *pin, int plain) {
   if (c->phase != WSUV_PHASE_OPEN)
     return c->phase > WSUV_PHASE_OPEN ? WSUV_ECLOSED : WSUV_ESTATE;
-  if (len > c->lim.max_queued || c->queued > c->lim.max_queued - len)
+  if (len > c->lim->max_queued || c->queued > c->lim->max_queued - len)
     return WSUV_EBUFFULL;
   if (!c->defer_close) queue_owed(c);
   if (c->ws.pmd && opcode < WSUV_OP_CLOSE) {
@@ -564,7 +583,7 @@ int wsuv__send(wsuv_tconn_t *c, unsigned opcode, unsigned flags,
     c->last_activity = wsuv__now(c->loop);
   if (opcode == WSUV_OP_CLOSE) {
     c->phase = WSUV_PHASE_CLOSING;
-    c->deadline = wsuv__now(c->loop) + c->lim.close_timeout;
+    c->deadline = wsuv__now(c->loop) + c->lim->close_timeout;
   }
   mark_dirty(c);
   return err;
@@ -586,7 +605,7 @@ int wsuv__close(wsuv_tconn_t *c, int code, const char *reason, size_t len) {
   if (err) return err;
   queue_owed(c);
   c->phase = WSUV_PHASE_CLOSING;
-  c->deadline = wsuv__now(c->loop) + c->lim.close_timeout;
+  c->deadline = wsuv__now(c->loop) + c->lim->close_timeout;
   return 0;
 }
 
@@ -695,7 +714,7 @@ void wsuv__consumed(wsuv_tconn_t *c, size_t len) {
   c->recv_queued = len > c->recv_queued ? 0 : c->recv_queued - len;
   if (c->recv_msgs) c->recv_msgs--;
   if (!c->reading && c->tcp_open && c->phase >= WSUV_PHASE_OPEN &&
-      c->recv_queued <= c->lim.recv_high / 2)
+      c->recv_queued <= c->lim->recv_high / 2)
     start_reading(c);
 }
 
@@ -710,7 +729,7 @@ void wsuv__release_close(wsuv_tconn_t *c) {
     finish(c);
   } else {
     c->phase = WSUV_PHASE_CLOSING;
-    c->deadline = wsuv__now(c->loop) + c->lim.close_timeout;
+    c->deadline = wsuv__now(c->loop) + c->lim->close_timeout;
     mark_dirty(c);
   }
 }
@@ -723,7 +742,7 @@ static void end_input(wsuv_tconn_t *c) {
   wsuv__ready(c->loop, &c->obj);
   if (c->recv_msgs && c->obj.data) {
     stop_reading(c);
-    c->deadline = wsuv__now(c->loop) + c->lim.close_timeout;
+    c->deadline = wsuv__now(c->loop) + c->lim->close_timeout;
     return;
   }
   wsuv__release_close(c);
@@ -743,7 +762,7 @@ static void feed_frames(wsuv_tconn_t *c, uint8_t *buf, size_t len) {
     len -= (size_t)n;
     if (ev.type == WSUV_EV_NONE) break;
     if (ev.type == WSUV_EV_TEXT || ev.type == WSUV_EV_BINARY) {
-      if (c->phase != WSUV_PHASE_OPEN && c->recv_queued > c->lim.recv_high)
+      if (c->phase != WSUV_PHASE_OPEN && c->recv_queued > c->lim->recv_high)
         continue; /* We are closing and nobody reads: drop. */
       c->recv_queued += ev.len;
       c->recv_msgs++;
@@ -760,7 +779,7 @@ static void feed_frames(wsuv_tconn_t *c, uint8_t *buf, size_t len) {
     if (ev.type == WSUV_EV_PING) queue_owed(c);
     wsuv__ready(l, &c->obj);
   }
-  if (c->recv_queued > c->lim.recv_high && c->tcp_open &&
+  if (c->recv_queued > c->lim->recv_high && c->tcp_open &&
       c->phase == WSUV_PHASE_OPEN)
     stop_reading(c); /* Backpressure: nobody reads what we deliver. */
 }
@@ -771,9 +790,9 @@ static int open_ws(wsuv_tconn_t *c, const wsuv_pmd_params_t *pmd,
                    const wsuv_pmd_options_t *pmd_opts) {
   wsuv_conn_config_t cfg = {
       .parser = {.role = c->role,
-                 .max_message = c->lim.max_message,
-                 .max_frame = c->lim.max_frame,
-                 .stream = c->lim.stream},
+                 .max_message = c->lim->max_message,
+                 .max_frame = c->lim->max_frame,
+                 .stream = c->lim->stream},
       .genmask = genmask,
       .pmd = pmd,
       .pmd_options = pmd_opts,
@@ -812,7 +831,7 @@ static void rebase_head(wsuv_tconn_t *c, const char *old, char *p) {
 static int head_append(wsuv_tconn_t *c, const uint8_t *buf, size_t len) {
   if (c->hs->head_cap - c->hs->head_len < len) {
     size_t need = c->hs->head_len + len;
-    if (need > c->lim.max_head + WSUV_READ_BUFFER_SIZE + MAX_REJECT_BODY)
+    if (need > c->lim->max_head + WSUV_READ_BUFFER_SIZE + MAX_REJECT_BODY)
       return WSUV_EHEADTOOBIG;
     /* Most heads arrive in one read: start at their size. */
     size_t cap = c->hs->head_cap ? c->hs->head_cap : (need + 63) & ~(size_t)63;
@@ -844,9 +863,9 @@ static ssize_t parse_head(wsuv_tconn_t *c) {
   c->hs->http.num_headers = MAX_HEADERS;
   size_t len = c->hs->head_len;
   ssize_t n = c->role == WSUV_ROLE_SERVER
-                  ? wsuv_http_parse_request(c->hs->head, len, c->lim.max_head,
+                  ? wsuv_http_parse_request(c->hs->head, len, c->lim->max_head,
                                             &c->hs->http)
-                  : wsuv_http_parse_response(c->hs->head, len, c->lim.max_head,
+                  : wsuv_http_parse_response(c->hs->head, len, c->lim->max_head,
                                              &c->hs->http);
   if (n <= 0) {
     c->hs->http.headers = NULL;
@@ -1068,7 +1087,7 @@ static void connect_cb(uv_connect_t *req, int status) {
   /* Small frames (and TLS handshake flights) must not wait for Nagle. */
   uv_tcp_nodelay(&c->tcp, 1);
   c->phase = WSUV_PHASE_HANDSHAKE;
-  c->deadline = wsuv__now(c->loop) + c->lim.handshake_timeout;
+  c->deadline = wsuv__now(c->loop) + c->lim->handshake_timeout;
   int err = out_append(c, c->hs->request, c->hs->request_len);
   free(c->hs->request);
   c->hs->request = NULL;
@@ -1140,7 +1159,7 @@ int wsuv__connect(wsuv_loop_t *l, const char *host, int port,
   }
   uint8_t nonce[16];
   if (RAND_bytes(nonce, sizeof(nonce)) != 1) return UV_EIO;
-  wsuv_tconn_t *c = conn_new(l, WSUV_ROLE_CLIENT, lim);
+  wsuv_tconn_t *c = conn_new(l, WSUV_ROLE_CLIENT, lim, NULL);
   if (!c) return UV_ENOMEM;
   if (tls_ctx) {
     c->tls = wsuv__tls_new(tls_ctx, 0, servername ? servername : host);
@@ -1166,7 +1185,7 @@ int wsuv__connect(wsuv_loop_t *l, const char *host, int port,
     }
     free(c->hs->request);
     c->hs->request = NULL;
-    if (n != WSUV_ENOBUFS || cap >= c->lim.max_head * 8) {
+    if (n != WSUV_ENOBUFS || cap >= c->lim->max_head * 8) {
       wsuv__abort(c, (int)n, NULL);
       c->obj.data = NULL;
       return (int)n;
@@ -1185,7 +1204,7 @@ int wsuv__connect(wsuv_loop_t *l, const char *host, int port,
     *c->hs->pmd_offer = *pmd;
   }
   c->phase = WSUV_PHASE_RESOLVING;
-  c->deadline = wsuv__now(l) + c->lim.connect_timeout;
+  c->deadline = wsuv__now(l) + c->lim->connect_timeout;
   c->hs->gai = malloc(sizeof(*c->hs->gai));
   char portstr[16];
   snprintf(portstr, sizeof(portstr), "%d", port);
@@ -1256,7 +1275,7 @@ int wsuv__accept(wsuv_tconn_t *c, const char *protocol, const char *extensions,
   mark_dirty(c);
   feed_rest(c); /* A client may send frames right behind its request. */
   free_handshake(c);
-  if (c->tcp_open && c->recv_queued <= c->lim.recv_high) start_reading(c);
+  if (c->tcp_open && c->recv_queued <= c->lim->recv_high) start_reading(c);
   return 0;
 }
 
@@ -1306,17 +1325,18 @@ static void server_close_cb(uv_handle_t *h) {
   if (s->loop->hooks.freed) s->loop->hooks.freed(&s->obj);
   wsuv__unready(s->loop, &s->obj);
   SSL_CTX_free(s->tls_ctx);
+  limits_release(s->lim);
   free(s);
 }
 
 static void connection_cb(uv_stream_t *ls, int status) {
   wsuv_tserver_t *s = ls->data;
   if (status < 0 || s->closed) return;
-  wsuv_tconn_t *c = conn_new(s->loop, WSUV_ROLE_SERVER, &s->opts.lim);
+  wsuv_tconn_t *c = conn_new(s->loop, WSUV_ROLE_SERVER, NULL, s->lim);
   if (!c) return;
   c->server = s;
   c->phase = WSUV_PHASE_HANDSHAKE;
-  c->deadline = wsuv__now(s->loop) + c->lim.handshake_timeout;
+  c->deadline = wsuv__now(s->loop) + c->lim->handshake_timeout;
   if (s->tls_ctx && !(c->tls = wsuv__tls_new(s->tls_ctx, 1, NULL))) {
     close_handle(c);
     return;
@@ -1342,6 +1362,13 @@ int wsuv__listen(wsuv_loop_t *l, const char *host, int port,
   s->opts = *opts;
   s->opts.tls_ctx = NULL;
   wsuv__limits_default(&s->opts.lim);
+  s->lim = malloc(sizeof(*s->lim));
+  if (!s->lim) {
+    free(s);
+    return UV_ENOMEM;
+  }
+  *s->lim = s->opts.lim;
+  s->lim->refs = 1;
   if (!s->opts.max_pending) s->opts.max_pending = 1024;
   uv_tcp_init(l->uv, &s->tcp);
   s->tcp.data = s;
@@ -1428,7 +1455,7 @@ static void sweep_conn(wsuv_tconn_t *c, uint64_t now) {
     }
   }
   if (c->phase != WSUV_PHASE_OPEN) return;
-  wsuv_limits_t *lim = &c->lim;
+  wsuv_limits_t *lim = c->lim;
   if (c->ws.pmd && !c->queued && now - c->last_activity >= PMD_TRIM_MS)
     wsuv_conn_trim(&c->ws); /* An idle connection keeps only its windows. */
   if (lim->idle_timeout && now - c->last_activity >= lim->idle_timeout) {

@@ -92,6 +92,7 @@ typedef struct {
   uint64_t ping_timeout;      /* ms: dead peer after this without a pong */
   uint64_t idle_timeout;      /* ms: 0 = none */
   int stream;                 /* deliver messages in chunks */
+  unsigned refs; /* a listener's limits are shared by its connections */
 } wsuv_limits_t;
 
 /* What only the opening handshake needs, apart from the connection so that
@@ -129,14 +130,14 @@ struct wsuv_tconn_s {
   wsuv_phase_t phase;
   wsuv_role_t role;
   uint8_t reading, dirty, tcp_open, eof;
-  uint8_t shutting;    /* 1: FIN after the queue drains; 2: FIN sent */
-  uint8_t retry;       /* handle closing to try the next address */
-  uint8_t ws_inited;   /* ws holds protocol state (upgrade done) */
-  uint8_t defer_close; /* peer closed or failed; reply once Lua has read
-                          the messages that came before */
-  int error;           /* uv or WSUV code of a failure, or 0 */
-  char *why;           /* malloc'd explanation of error */
-  wsuv_limits_t lim;
+  uint8_t shutting;         /* 1: FIN after the queue drains; 2: FIN sent */
+  uint8_t retry;            /* handle closing to try the next address */
+  uint8_t ws_inited;        /* ws holds protocol state (upgrade done) */
+  uint8_t defer_close;      /* peer closed or failed; reply once Lua has read
+                               the messages that came before */
+  int error;                /* uv or WSUV code of a failure, or 0 */
+  char *why;                /* malloc'd explanation of error */
+  wsuv_limits_t *lim;       /* shared, counted by refs */
   wsuv_conn_t ws;           /* protocol state once open */
   wsuv_tls_t *tls;          /* wss://, or NULL */
   char *extensions;         /* negotiated Sec-WebSocket-Extensions, or NULL */
@@ -187,7 +188,8 @@ struct wsuv_tserver_s {
   wsuv_loop_t *loop;
   uv_tcp_t tcp;
   wsuv_server_opts_t opts;
-  wsuv_tserver_t *next, *prev;               /* loop->servers */
+  wsuv_limits_t *lim;          /* opts.lim, shared with the connections */
+  wsuv_tserver_t *next, *prev; /* loop->servers */
   wsuv_tconn_t *pending_head, *pending_tail; /* parsed requests */
   size_t npending;
   int closed;
