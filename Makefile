@@ -71,7 +71,7 @@ FORMAT_FILES = $(wildcard csrc/*.[ch] csrc/test/*.[ch] fuzz/*.[ch] bench/*.c \
         ctest ctest-build test demo lint luacheck check-layers check-docs \
         check-sources format check-format tidy asan asan-build valgrind valgrind-lua fuzz \
         fuzz-smoke bench bench-quick bench-core bench-deps bench-build \
-        bench-callgrind compdb binding clean
+        bench-callgrind bench-transport compdb binding clean
 
 help:
 	@echo "wsuv development targets:"
@@ -97,6 +97,7 @@ help:
 	@echo "  bench-quick   the same, 1 repeat, short and smaller (about 90 s)"
 	@echo "  bench-deps    install the peers only the benchmarks need (bench/deps)"
 	@echo "  bench-core    core micro-benchmarks (bench/bench_core.c)"
+	@echo "  bench-transport  wss:// and permessage-deflate against plain ws:// (QUICK=1: short)"
 	@echo "  bench-callgrind  bench-core under callgrind (instruction counts)"
 	@echo "  compdb        compile_commands.json via bear"
 	@echo "  binding       compile csrc/lua_*.c, uv_*.c with -Werror (Lua 5.4 headers)"
@@ -266,6 +267,13 @@ bench-deps:
 
 bench-core: $(BENCH_BIN)
 	$(BENCH_BIN)
+
+# What wss:// and permessage-deflate cost next to plain ws:// (issues 4, 5):
+# a wsuv client and server in one Lua 5.4 process, certificates made fresh.
+bench-transport: build-5.4
+	@d=$$(mktemp -d) && sh spec/peers/gen_certs.sh $$d && \
+	LUA_PATH="./lua/?.lua;;" LUA_CPATH="./.rocks/lib/lua/5.4/?.so;;" \
+	  lua5.4 bench/transport.lua $$d/ $(if $(QUICK),--quick,); rc=$$?; rm -rf $$d; exit $$rc
 
 bench-callgrind: $(BENCH_BIN)
 	$(VALGRIND) --tool=callgrind --callgrind-out-file=$(BUILD)/bench/callgrind.out \
