@@ -2,19 +2,57 @@
 // Echo server built on node ws (Debian node-ws 8.11).
 //
 //   NODE_PATH=/usr/share/nodejs node node_echo_server.js --port 0
-//       [--subprotocols a,b] [--compression] [--max-size N]
+//       [--subprotocols a,b] [--compression | --deflate PARAMS] [--max-size N]
 //       [--tls CERT KEY] [--path-check PATH] [--lifetime SECS]
+//
+// --compression turns on ws' permessage-deflate defaults (threshold 1 KiB).
+// --deflate PARAMS turns it on with threshold 0 (every message compressed)
+// and PARAMS: "default" or a comma-separated list of
+// server_no_context_takeover, client_no_context_takeover,
+// server_max_window_bits=N, client_max_window_bits=N (ws' perMessageDeflate
+// serverNoContextTakeover, clientNoContextTakeover, serverMaxWindowBits,
+// clientMaxWindowBits), level=N (zlibDeflateOptions.level).
 //
 // Prints "PORT <n>" once listening; exits 0 on SIGTERM/SIGINT (or after
 // --lifetime seconds, default 600, 0 = forever).
 // Same commands as py_echo_server.py: close:<code>:<reason>, ping:<data>,
-// frag:<n>:<text>, subprotocol?, headers?, path?; everything else is echoed
-// with the same type.
+// frag:<n>:<text>, subprotocol?, headers?, path?, inflated? (the number of
+// compressed messages received on this connection, or "none"); everything
+// else is echoed with the same type.
 'use strict';
 const fs = require('fs');
 const http = require('http');
 const https = require('https');
 const { WebSocketServer } = require('ws');
+// Not exported by ws' package.json: loaded by its path (the same module).
+const PerMessageDeflate = require(require('path').join(
+  require('path').dirname(require.resolve('ws')), 'lib', 'permessage-deflate.js'));
+
+// Counts compressed messages (decompress is called once per frame of one).
+const decompress = PerMessageDeflate.prototype.decompress;
+PerMessageDeflate.prototype.decompress = function (data, fin, cb) {
+  if (fin) this.inflated = (this.inflated || 0) + 1;
+  return decompress.call(this, data, fin, cb);
+};
+
+// "default" | "a,b=N,..." -> ws' perMessageDeflate options, threshold 0.
+function deflateOptions(spec) {
+  const names = {
+    server_no_context_takeover: 'serverNoContextTakeover',
+    client_no_context_takeover: 'clientNoContextTakeover',
+    server_max_window_bits: 'serverMaxWindowBits',
+    client_max_window_bits: 'clientMaxWindowBits',
+  };
+  const o = { threshold: 0 };
+  for (const item of spec.split(',').map((x) => x.trim())) {
+    if (item === '' || item === 'default') continue;
+    const [k, v] = item.split('=');
+    if (k === 'level') o.zlibDeflateOptions = { level: parseInt(v, 10) };
+    else if (names[k]) o[names[k]] = v === undefined ? true : parseInt(v, 10);
+    else { console.error('unknown deflate parameter ' + k); process.exit(2); }
+  }
+  return o;
+}
 
 function parseArgs(argv) {
   const a = { port: 0, subprotocols: [], compression: false,
@@ -25,6 +63,7 @@ function parseArgs(argv) {
     else if (k === '--subprotocols') a.subprotocols = argv[++i].split(',').filter(Boolean);
     else if (k === '--compression') a.compression = true;
     else if (k === '--no-compression') a.compression = false;
+    else if (k === '--deflate') a.compression = deflateOptions(argv[++i]);
     else if (k === '--max-size') a.maxSize = parseInt(argv[++i], 10);
     else if (k === '--tls') { a.tls = [argv[i + 1], argv[i + 2]]; i += 2; }
     else if (k === '--path-check') a.pathCheck = argv[++i];
@@ -99,6 +138,11 @@ wss.on('connection', (ws, req) => {
       if (msg === 'subprotocol?') { ws.send(ws.protocol || 'none'); return; }
       if (msg === 'headers?') { ws.send(JSON.stringify(req.headers)); return; }
       if (msg === 'path?') { ws.send(req.url); return; }
+      if (msg === 'inflated?') {
+        const pmd = ws._extensions[PerMessageDeflate.extensionName];
+        ws.send(pmd ? String(pmd.inflated || 0) : 'none');
+        return;
+      }
       ws.send(msg);
       return;
     }

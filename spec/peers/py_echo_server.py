@@ -3,8 +3,15 @@
 
 Run with /usr/bin/python3 (the Debian interpreter that has websockets):
   /usr/bin/python3 py_echo_server.py --port 0 [--subprotocols a,b]
-      [--no-compression] [--max-size N] [--tls CERT KEY]
+      [--no-compression | --deflate PARAMS] [--max-size N] [--tls CERT KEY]
       [--path-check PATH] [--lifetime SECS]
+
+--deflate PARAMS configures permessage-deflate instead of websockets'
+defaults (server_max_window_bits=12, client_max_window_bits=12): PARAMS is
+"default" (no limits) or a comma-separated list of server_no_context_takeover,
+client_no_context_takeover, server_max_window_bits=N, client_max_window_bits=N
+(N = 9..15), require_client_max_window_bits; these are the arguments of
+websockets' ServerPerMessageDeflateFactory.
 
 Prints "PORT <n>" once listening; exits 0 on SIGTERM/SIGINT (or after
 --lifetime seconds, default 600, 0 = forever).
@@ -16,6 +23,9 @@ Commands (text messages):
   subprotocol?           replies with the negotiated subprotocol or "none"
   headers?               replies with JSON of the request headers (lowercased)
   path?                  replies with the request path (incl. query)
+  inflated?              replies with the number of compressed messages
+                         received so far on this connection, or "none"
+                         without permessage-deflate
 Everything else is echoed with the same type (text/binary).
 """
 import argparse
@@ -27,6 +37,22 @@ import ssl
 import sys
 
 import websockets
+from websockets.extensions.permessage_deflate import (PerMessageDeflate,
+                                                      ServerPerMessageDeflateFactory)
+from websockets import frames
+
+_decode = PerMessageDeflate.decode
+
+
+def counting_decode(self, frame, *, max_size=None):
+    """PerMessageDeflate.decode, counting compressed messages (RSV1 set on
+    the first frame of a text or binary message)."""
+    if frame.rsv1 and frame.opcode in (frames.OP_TEXT, frames.OP_BINARY):
+        self.inflated = getattr(self, "inflated", 0) + 1
+    return _decode(self, frame, max_size=max_size)
+
+
+PerMessageDeflate.decode = counting_decode
 
 
 def split_fragments(text, n):
@@ -34,6 +60,18 @@ def split_fragments(text, n):
     size = -(-len(text) // n) if text else 0
     parts = [text[i * size:(i + 1) * size] for i in range(n)] if size else [""] * n
     return parts
+
+
+def deflate_params(spec):
+    """"default" or "a,b=N,..." -> keyword arguments of the factories."""
+    kw = {}
+    for item in spec.split(","):
+        item = item.strip()
+        if not item or item == "default":
+            continue
+        name, eq, value = item.partition("=")
+        kw[name] = int(value) if eq else True
+    return kw
 
 
 async def handler(ws, *_):
@@ -67,6 +105,10 @@ async def handler(ws, *_):
                 if msg == "path?":
                     await ws.send(ws.path)
                     continue
+                if msg == "inflated?":
+                    pmd = [e for e in ws.extensions if isinstance(e, PerMessageDeflate)]
+                    await ws.send(str(getattr(pmd[0], "inflated", 0)) if pmd else "none")
+                    continue
             await ws.send(msg)
     except (websockets.ConnectionClosed, asyncio.TimeoutError):
         pass
@@ -77,6 +119,7 @@ async def main():
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--subprotocols", default="")
     ap.add_argument("--no-compression", action="store_true")
+    ap.add_argument("--deflate", metavar="PARAMS")
     ap.add_argument("--max-size", type=int, default=32 * 1024 * 1024)
     ap.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
     ap.add_argument("--path-check", metavar="PATH",
@@ -107,11 +150,16 @@ async def main():
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
 
+    compression = {"compression": None if a.no_compression else "deflate"}
+    if a.deflate is not None:
+        compression = {"compression": None, "extensions": [
+            ServerPerMessageDeflateFactory(**deflate_params(a.deflate))]}
+
     async with websockets.serve(
         handler, "127.0.0.1", a.port, ssl=ctx,
         subprotocols=subprotocols,
         select_subprotocol=select_subprotocol,
-        compression=None if a.no_compression else "deflate",
+        **compression,
         max_size=a.max_size, max_queue=64,
         process_request=process_request,
         close_timeout=2,
