@@ -74,6 +74,17 @@ local function memory_of(pid)
   return tonumber(s:match("VmHWM:%s*(%d+)")), tonumber(s:match("VmRSS:%s*(%d+)"))
 end
 
+-- Resets a process's peak RSS to its current RSS (Linux 4.0+), so that the
+-- next reading of VmHWM is the peak of what happens from now on; when that
+-- is not allowed, the peak stays the one since the process started.
+local function reset_peak(pid)
+  local f = io.open("/proc/" .. pid .. "/clear_refs", "w")
+  if f then
+    f:write("5")
+    f:close()
+  end
+end
+
 -- Runs a command to its end; returns its output.
 local function run(cmd)
   local f = assert(io.popen(cmd .. " 2>&1"))
@@ -456,6 +467,103 @@ describe("their clients (compression) -> our server", function()
 end)
 
 -------------------------------------------------------------------------------
+-- Our client against our server: many messages through one pair of
+-- windows, and what is never compressed.
+
+describe("our client (compression) -> our server (compression)", function()
+  local servers, conns = {}, {}
+
+  after_each(function()
+    H.close_all(conns)
+    for i = #servers, 1, -1 do
+      table.remove(servers, i):close()
+    end
+    assert.are.same({ 0, 0 }, { H.live(wsuv) })
+  end)
+
+  local function pair(server_compression, on_connect)
+    local srv = assert(wsuv.listen {
+      host = "127.0.0.1", port = 0, compression = server_compression,
+      on_connect = on_connect or H.echo,
+    })
+    servers[#servers + 1] = srv
+    local conn, err, code = wsuv.connect(("ws://127.0.0.1:%d/"):format(srv.port),
+      { timeout = 5, compression = true })
+    assert(conn, tostring(err) .. " " .. tostring(code))
+    conns[#conns + 1] = conn
+    return srv, conn
+  end
+
+  local variants = {
+    { "defaults", true },
+    { "no context takeover both ways",
+      { server_no_context_takeover = true, client_no_context_takeover = true } },
+    { "9-bit windows, level 9, mem_level 1",
+      { server_max_window_bits = 9, client_max_window_bits = 9, level = 9, mem_level = 1 } },
+  }
+  for _, v in ipairs(variants) do
+    it("300 messages of random sizes, kinds and fragments echo exactly (" .. v[1] .. ")",
+      function()
+        local seed = os.time()
+        math.randomseed(seed)
+        local _, conn = pair(v[2])
+        local i = 0
+        while i < 300 do
+          i = i + 1
+          local n = i % 50 == 0 and math.random(50000, 200000) or math.random(0, 3000)
+          local kind = math.random(4) == 1 and "binary" or "text"
+          local at = math.random(1, #BIG - n)
+          local data = kind == "text" and BIG:sub(at, at + n - 1)
+            or (RANDOM .. RANDOM):sub(1, n)
+          local opts = math.random(4) == 1 and { compress = false } or nil
+          if math.random(5) == 1 then
+            local w = conn:writer(kind, opts)
+            local pos = 1
+            while pos <= #data do
+              local len = math.random(0, 700)
+              assert.is_true(w:write(data:sub(pos, pos + len - 1)))
+              pos = pos + len
+            end
+            assert.is_true(w:finish())
+          else
+            assert.is_true(conn:send(data, kind, opts))
+          end
+          local got, gkind = conn:receive(10)
+          assert(got == data, ("message %d (%d bytes, seed %d): mismatch %s"):format(
+            i, n, seed, tostring(got and #got or gkind)))
+          assert.are.equal(kind, gkind)
+        end
+        local info = conn:compression()
+        assert(info.sent > 100 and info.received > 100,
+          ("compressed: %d sent, %d received"):format(info.sent, info.received))
+        assert.is_true(conn:close())
+      end)
+  end
+
+  it("broadcast is sent plain; the same message by conn:send is compressed", function()
+    local ready = false
+    local srv, conn = pair(true, function(c)
+      ready = true
+      while c:receive() do
+      end
+    end)
+    assert(H.wait_until(wsuv, function()
+      return ready
+    end, 5))
+    assert.are.equal(1, (srv:broadcast(JSON)))
+    assert.are.equal(JSON, (conn:receive(5)))
+    assert.are.equal(0, conn:compression().received)
+    -- The control: our server compresses what it sends itself.
+    local sconn = srv:clients()()
+    assert(sconn, "no server-side connection")
+    assert.is_true(sconn:send(JSON))
+    assert.are.equal(JSON, (conn:receive(5)))
+    assert.are.equal(1, conn:compression().received)
+    assert.is_true(conn:close())
+  end)
+end)
+
+-------------------------------------------------------------------------------
 -- (3) negotiation edge cases: raw handshakes against our server, which runs
 -- in a child process (spec/peers/wsuv_server.lua) so that blocking LuaSocket
 -- calls here cannot stall it.
@@ -618,7 +726,8 @@ describe("negotiation against our server", function()
     { "a server imposing parameters", "permessage-deflate; client_max_window_bits", "strict" },
   }
   for _, e in ipairs(echo_offers) do
-    it("hand-made compressed messages after " .. e[1] .. " are echoed compressed", function()
+    it("hand-made compressed messages (fragmented around a ping, 1-byte frames, BFINAL, "
+      .. "two flushes) after " .. e[1] .. " are echoed compressed", function()
       local srv = e[3] == "on" and on or strict
       local out, code = raw_client(srv.port, "echo", e[2])
       local n = 0
@@ -626,7 +735,7 @@ describe("negotiation against our server", function()
         assert.are.same({ "1", "ok" }, { compressed, ok }, out)
         n = n + 1
       end
-      assert.are.equal(3, n, out)
+      assert.are.equal(6, n, out)
       assert.are.equal(1000, code, out)
     end)
   end
@@ -756,6 +865,7 @@ describe("bombs and bad data against our server", function()
       local limit = which == "limited" and "max_message 1 MiB" or "the default max_message"
       it(b[2] .. ", " .. limit .. ": 1009 at once, bounded memory", function()
         local srv = which == "limited" and limited or default
+        reset_peak(srv.pid)
         local hwm0 = memory_of(srv.pid)
         assert(hwm0, "no /proc/" .. srv.pid .. "/status")
         local out, code, ms = raw_client(srv.port, b[1])
@@ -768,7 +878,7 @@ describe("bombs and bad data against our server", function()
           b[1], limit, ms, hwm0, hwm1))
         -- The server is still alive and well.
         out, code = raw_client(srv.port, "echo")
-        assert.are.equal(3, select(2, out:gsub("echo%-ok", "")), out)
+        assert.are.equal(6, select(2, out:gsub("echo%-ok", "")), out)
         assert.are.equal(1000, code, out)
       end)
     end

@@ -33,11 +33,13 @@ Compressed frames use zlib's raw deflate with a sync flush whose trailing
 
 Attack modes (in both roles):
   none             nothing (negotiation only)
-  echo             (client) sends a compressed text (JSON-like, 2 KiB), the
-                   same text compressed in 3 fragments, and a compressed
-                   binary; (server) echoes each message compressed (with the
-                   window and context takeover that EXT agreed).  A check of
-                   this script's own encoding.
+  echo             (client) sends six compressed messages: a JSON-like text
+                   (2 KiB); the same in 3 fragments with a ping between two;
+                   a binary; the text in 1-byte fragments; the text ended by
+                   a final block (BFINAL, tail kept, RFC 7692 7.2.3.4); the
+                   text in two frames each ending with a sync flush; then
+                   close 1000.  (server) echoes each message compressed (with
+                   the window and context takeover that EXT agreed).
   bomb             one binary frame of ~1 MiB that inflates to --bomb-mib MiB
                    of zeros (default 1000)
   bomb-fragments   a binary message of --bomb-mib fragments, each ~1 KiB
@@ -289,15 +291,32 @@ def run_client():
     expected = []
     if ARGS.attack == "echo":
         text = json_text(2000)
-        expected = [text, text, bytes(range(256)) * 8]
+        binary = bytes(range(256)) * 8
         comp = deflate(text, cwb)
         third = len(comp) // 3
-        frames = [frame(1, comp, rsv1=True, masked=True),
-                  frame(1, comp[:third], fin=False, rsv1=True, masked=True),
-                  frame(0, comp[third:2 * third], fin=False, masked=True),
-                  frame(0, comp[2 * third:], masked=True),
-                  frame(2, deflate(bytes(range(256)) * 8, cwb), rsv1=True, masked=True),
-                  frame(8, struct.pack("!H", 1000), masked=True)]
+        f = lambda *a, **k: frame(*a, masked=True, **k)  # noqa: E731
+        # 1. whole; 2. in 3 fragments with a ping between two of them
+        frames = [f(1, comp, rsv1=True),
+                  f(1, comp[:third], fin=False, rsv1=True),
+                  f(0, comp[third:2 * third], fin=False),
+                  f(9, b"between"),
+                  f(0, comp[2 * third:])]
+        # 3. binary
+        frames.append(f(2, deflate(binary, cwb), rsv1=True))
+        # 4. one byte per fragment
+        frames += [f(1 if i == 0 else 0, comp[i:i + 1], fin=i == len(comp) - 1, rsv1=i == 0)
+                   for i in range(len(comp))]
+        # 5. ended by a final block (BFINAL, RFC 7692 7.2.3.4), tail kept
+        c = zlib.compressobj(6, zlib.DEFLATED, -max(9, cwb))
+        frames.append(f(1, c.compress(text) + c.flush(zlib.Z_FINISH), rsv1=True))
+        # 6. two frames, each ending with a sync flush (only the last tail
+        # removed)
+        c = zlib.compressobj(6, zlib.DEFLATED, -max(9, cwb))
+        a = c.compress(text[:1000]) + c.flush(zlib.Z_SYNC_FLUSH)
+        b = c.compress(text[1000:]) + c.flush(zlib.Z_SYNC_FLUSH)
+        frames += [f(1, a, fin=False, rsv1=True), f(0, b[:-4])]
+        frames.append(f(8, struct.pack("!H", 1000)))
+        expected = [text, text, binary, text, text, text]
     else:
         frames = attack_frames(ARGS.attack, True, cwb)
     t0 = time.monotonic()
