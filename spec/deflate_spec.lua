@@ -281,10 +281,12 @@ for _, peer in ipairs(PEER_SERVERS) do
             -- to keep in step with the peer's window) it goes plain.
             local own_nct = offer.expect.client_no_context_takeover
             roundtrip(conn, RANDOM, "binary", nil, own_nct and 0 or 1)
-            -- Fragmented: compressed as one message, RSV1 on the first frame.
+            -- Fragmented: compressed as one message, RSV1 on the first frame;
+            -- a ping (never compressed) between two of its frames.
             local w = conn:writer("text")
             local r0, s0 = counters(conn)
             assert.is_true(w:write(JSON:sub(1, 700)))
+            assert(conn:ping("mid-message", 5), "no pong to a ping between fragments")
             assert.is_true(w:write(""))
             assert.is_true(w:write(JSON:sub(701, 1500)))
             assert.is_true(w:finish(JSON:sub(1501)))
@@ -500,14 +502,23 @@ describe("our client (compression) -> our server (compression)", function()
     assert.are.same({ 0, 0 }, { H.live(wsuv) })
   end)
 
-  local function pair(server_compression, on_connect)
-    local srv = assert(wsuv.listen {
+  -- A listener and a client connected to it; limits: {server = opts,
+  -- client = opts} merged into the listen and connect options.
+  local function pair(server_compression, on_connect, limits)
+    local sopts = {
       host = "127.0.0.1", port = 0, compression = server_compression,
       on_connect = on_connect or H.echo,
-    })
+    }
+    local copts = { timeout = 5, compression = true }
+    for k, v in pairs(limits and limits.server or {}) do
+      sopts[k] = v
+    end
+    for k, v in pairs(limits and limits.client or {}) do
+      copts[k] = v
+    end
+    local srv = assert(wsuv.listen(sopts))
     servers[#servers + 1] = srv
-    local conn, err, code = wsuv.connect(("ws://127.0.0.1:%d/"):format(srv.port),
-      { timeout = 5, compression = true })
+    local conn, err, code = wsuv.connect(("ws://127.0.0.1:%d/"):format(srv.port), copts)
     assert(conn, tostring(err) .. " " .. tostring(code))
     conns[#conns + 1] = conn
     return srv, conn
@@ -622,6 +633,34 @@ describe("our client (compression) -> our server (compression)", function()
         .. "a 20-byte message goes plain; README says only shorter messages do")
     end
     assert.are.equal(1, compressed_count(c0, { 1 }))
+  end)
+
+  it("max_message holds on the inflated size, to the byte, on both sides", function()
+    local text = BIG:sub(1, 10000)
+    local function exchange(conn)
+      assert.is_true(conn:send(text))
+      assert.are.equal(text, (conn:receive(5)))
+      local info = conn:compression()
+      assert.are.same({ 1, 1 }, { info.received, info.sent }) -- both ways compressed
+      assert.is_true(conn:send(BIG:sub(1, 10001)))
+      local msg, what, code = conn:receive(5)
+      assert.is_nil(msg)
+      assert.are.same({ "closed", 1009 }, { what, code })
+    end
+    -- Our server at 10000 bytes: it fails the connection.
+    local server_saw
+    local _, conn = pair(true, function(c)
+      H.echo(c)
+      server_saw = select(3, c:receive(0))
+    end, { server = { max_message = 10000 } })
+    exchange(conn)
+    assert(H.wait_until(wsuv, function()
+      return server_saw ~= nil
+    end, 5))
+    assert.are.equal(1009, server_saw)
+    -- Our client at 10000 bytes: the echo of 10001 bytes fails it.
+    _, conn = pair(true, nil, { client = { max_message = 10000 } })
+    exchange(conn)
   end)
 
   it("broadcast is sent plain; the same message by conn:send is compressed", function()
@@ -1039,6 +1078,27 @@ describe("bombs and bad data against our client", function()
       end, 5), H.read_file(server.log))
     end)
   end
+
+  it("stream = true: a bomb's chunks stop at max_message, then 1009", function()
+    local conn, err, code = wsuv.connect(url, {
+      timeout = 5, compression = true, stream = true, max_message = MiB,
+      headers = { ["X-Pmd-Attack"] = "bomb" },
+    })
+    assert(conn, tostring(err) .. " " .. tostring(code))
+    conns[#conns + 1] = conn
+    local total, chunks, what, ccode = 0, 0
+    while true do
+      local chunk, kind, c = conn:receive(5)
+      if not chunk then
+        what, ccode = kind, c
+        break
+      end
+      assert.are.equal("binary", kind)
+      total, chunks = total + #chunk, chunks + 1
+    end
+    assert.are.same({ "closed", 1009 }, { what, ccode })
+    assert(total <= MiB, ("%d bytes in %d chunks"):format(total, chunks))
+  end)
 
   local bad = {
     { "corrupt", "invalid deflate data", 1007 },
