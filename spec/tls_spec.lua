@@ -269,4 +269,29 @@ describe("wss://", function()
       assert.are.equal("x", (c:receive(5)))
     end)
   end
+
+  it("examples/wss_server.lua serves wss:// with compression and reloads on request", function()
+    -- The example prints a URL, not "PORT n": give it a port that was free.
+    local probe_sock = require("socket").bind("127.0.0.1", 0)
+    local _, port = probe_sock:getsockname()
+    probe_sock:close()
+    local job = H.start_job(("exec %s examples/wss_server.lua %sserver.pem %sserver.key %d")
+      :format(H.lua_interpreter(), C, C, port))
+    local srv = { pid = job.pid }
+    local ok, err = pcall(function()
+      local c
+      assert(H.wait_until(wsuv, function()
+        c = connect(port, CLIENT_TLS, { compression = true })
+        return c ~= nil
+      end, 10), "examples/wss_server.lua did not come up")
+      assert.is_true(c:send("hi"))
+      assert.are.equal("hi", (c:receive(5)))
+      assert.is_truthy(c:compression(), "compression not negotiated")
+      assert.is_true(c:send("reload"))
+      assert.are.equal("reloaded", (c:receive(5)))
+      c:close()
+    end)
+    H.stop(srv)
+    assert(ok, err)
+  end)
 end)
