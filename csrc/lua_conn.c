@@ -662,9 +662,18 @@ static void read_pmd(lua_State *L, int idx, wsuv_pmd_options_t *o) {
         (uint8_t)opt_u64(L, t, "server_max_window_bits", 0);
     o->client_max_window_bits =
         (uint8_t)opt_u64(L, t, "client_max_window_bits", 0);
-    o->level = (int)opt_u64(L, t, "level", 0);
-    o->mem_level = (int)opt_u64(L, t, "mem_level", 0);
+    /* In C a zero field means "default"; from Lua, 0 is a value: level
+     * and mem_level 0 are out of range, threshold 0 compresses all. */
+    uint64_t level = opt_u64(L, t, "level", WSUV_PMD_DEFAULT_LEVEL);
+    uint64_t mem = opt_u64(L, t, "mem_level", WSUV_PMD_DEFAULT_MEM_LEVEL);
+    if (level < 1 || level > 9 || mem < 1 || mem > 9)
+      luaL_error(L, "option 'compression': level and mem_level must be 1..9");
+    o->level = (int)level;
+    o->mem_level = (int)mem;
     o->threshold = (size_t)opt_u64(L, t, "threshold", 0);
+    lua_getfield(L, t, "threshold");
+    if (!lua_isnil(L, -1) && o->threshold == 0) o->threshold = 1;
+    lua_pop(L, 1);
   } else if (!lua_isboolean(L, t)) {
     luaL_error(L, "option 'compression' must be a boolean or a table");
   }
