@@ -14,10 +14,25 @@ static const char *const phase_names[] = {
     "connecting", "connecting", "handshake", "request",
     "open",       "closing",    "closed"};
 
+/* The connection metatable is also kept under this address in the
+ * registry: every method call checks its argument, and a lookup by light
+ * userdata is cheaper than luaL_checkudata's by name. A constant key, not
+ * state: each Lua state has its own registry. */
+static const char conn_mt_key = 0;
+
 static wsuv_lconn_t *check_conn(lua_State *L) {
-  wsuv_lconn_t *b = luaL_checkudata(L, 1, WSUV_CONN_MT);
-  b->ll->L = L;
-  return b;
+  wsuv_lconn_t *b = lua_touserdata(L, 1);
+  if (b && lua_getmetatable(L, 1)) {
+    lua_pushlightuserdata(L, (void *)&conn_mt_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    int same = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    if (same) {
+      b->ll->L = L;
+      return b;
+    }
+  }
+  return luaL_checkudata(L, 1, WSUV_CONN_MT); /* raises the usual error */
 }
 
 static wsuv_lserver_t *check_server(lua_State *L) {
@@ -303,7 +318,9 @@ static int send_error(lua_State *L, int err) {
   return wsuv__lua_push_error(L, err, NULL);
 }
 
-/* conn:send_frame(data, kind, fin, plain) -> true | nil, msg, code */
+/* conn:send_frame(data, kind, fin, plain) -> true, over | nil, msg, code
+ * over: the queue is now above high_water (and the connection becomes
+ * ready when it drains below). */
 static int l_conn_send(lua_State *L) {
   wsuv_lconn_t *b = check_conn(L);
   size_t len;
@@ -322,13 +339,18 @@ static int l_conn_send(lua_State *L) {
   pin_drop(pin);
   if (err) return send_error(L, err);
   lua_pushboolean(L, 1);
-  return 1;
+  int over = b->c->queued > b->c->lim->high_water;
+  if (over) b->c->drain_wanted = 1;
+  lua_pushboolean(L, over);
+  return 2;
 }
 
-/* conn:queued() -> bytes queued, high water mark, limit */
+/* conn:queued() -> bytes queued, high water mark, limit. Above the high
+ * water mark, the connection becomes ready when the queue drains below it. */
 static int l_conn_queued(lua_State *L) {
   wsuv_lconn_t *b = check_conn(L);
   wsuv_tconn_t *c = b->c;
+  if (c && c->queued > c->lim->high_water) c->drain_wanted = 1;
   lua_pushinteger(L, c ? (lua_Integer)c->queued : 0);
   lua_pushinteger(L, c ? (lua_Integer)c->lim->high_water : 0);
   lua_pushinteger(L, c ? (lua_Integer)c->lim->max_queued : 0);
@@ -1005,5 +1027,8 @@ static void new_class(lua_State *L, const char *name, const luaL_Reg *methods,
 
 void wsuv__lua_conn_open(lua_State *L) {
   new_class(L, WSUV_CONN_MT, conn_methods, l_conn_gc, l_conn_tostring);
+  lua_pushlightuserdata(L, (void *)&conn_mt_key);
+  luaL_getmetatable(L, WSUV_CONN_MT);
+  lua_rawset(L, LUA_REGISTRYINDEX);
   new_class(L, WSUV_SERVER_MT, server_methods, NULL, l_server_tostring);
 }

@@ -18,7 +18,7 @@
 #define OUT_KEEP        0    /* idle connections hold no output buffer */
 #define MAX_REJECT_BODY (64 * 1024)
 #define STACK_BUFS      16
-#define PMD_TRIM_MS     1000 /* idle time before deflate buffers go back */
+#define TRIM_MS         1000 /* idle time before big buffers go back */
 
 typedef struct {
   uv_write_t req;
@@ -299,8 +299,12 @@ static void queue_owed(wsuv_tconn_t *c) {
 static void do_shutdown(wsuv_tconn_t *c);
 
 static void after_write(wsuv_tconn_t *c) {
-  if (c->queued <= c->lim->high_water)
-    wsuv__ready(c->loop, &c->obj); /* Wake senders waiting to drain. */
+  /* Wake senders waiting to drain, and only them: waking on every write
+   * resumed each connection's reader for nothing (1,000 per broadcast). */
+  if (c->drain_wanted && c->queued <= c->lim->high_water) {
+    c->drain_wanted = 0;
+    wsuv__ready(c->loop, &c->obj);
+  }
   if (c->shutting && c->queued == 0) do_shutdown(c);
 }
 
@@ -1456,8 +1460,8 @@ static void sweep_conn(wsuv_tconn_t *c, uint64_t now) {
   }
   if (c->phase != WSUV_PHASE_OPEN) return;
   wsuv_limits_t *lim = c->lim;
-  if (c->ws.pmd && !c->queued && now - c->last_activity >= PMD_TRIM_MS)
-    wsuv_conn_trim(&c->ws); /* An idle connection keeps only its windows. */
+  if (!c->queued && now - c->last_activity >= TRIM_MS)
+    wsuv_conn_trim(&c->ws); /* An idle connection keeps no big buffers. */
   if (lim->idle_timeout && now - c->last_activity >= lim->idle_timeout) {
     wsuv__set_error(c, UV_ETIMEDOUT, "idle timeout");
     wsuv__close(c, 1001, "idle timeout", 12);

@@ -133,6 +133,7 @@ struct wsuv_tconn_s {
   uint8_t shutting;         /* 1: FIN after the queue drains; 2: FIN sent */
   uint8_t retry;            /* handle closing to try the next address */
   uint8_t ws_inited;        /* ws holds protocol state (upgrade done) */
+  uint8_t drain_wanted;     /* a sender saw the queue above high_water */
   uint8_t defer_close;      /* peer closed or failed; reply once Lua has read
                                the messages that came before */
   int error;                /* uv or WSUV code of a failure, or 0 */

@@ -96,10 +96,8 @@ function Conn:poll()
   end
 end
 
+-- In a wsuv coroutine, waits while more than high_water bytes are queued.
 local function wait_drain(self)
-  if not sched.in_scheduler() then
-    return true
-  end
   while true do
     local queued, high = self:queued()
     if queued <= high then
@@ -113,11 +111,18 @@ local function wait_drain(self)
   end
 end
 
-local function after_send(self)
-  if not sched.in_scheduler() then
-    core.flush() -- Nobody else will run the loop soon: write now.
+-- After a frame went into the queue: in a coroutine, wait while the queue
+-- is over high_water (one frame may overshoot it); elsewhere, write now, as
+-- nobody else will run the loop soon.
+local function after_send(self, over)
+  if sched.in_scheduler() then
+    if over then
+      return wait_drain(self)
+    end
+  else
+    core.flush()
   end
-  return self
+  return true
 end
 
 -- ok = conn:send(data[, kind]) with kind "text" (default) or "binary".
@@ -132,16 +137,12 @@ function Conn:send(data, kind, opts)
   if opts ~= nil and type(opts) ~= "table" then
     error("send: options must be a table", 2)
   end
-  local ok, err, code = wait_drain(self)
+  local plain = opts and opts.compress == false
+  local ok, over, code = self:send_frame(data, kind or "text", true, plain)
   if not ok then
-    return nil, err, code
+    return nil, over, code
   end
-  ok, err, code = self:send_frame(data, kind or "text", true, opts and opts.compress == false)
-  if not ok then
-    return nil, err, code
-  end
-  after_send(self)
-  return true
+  return after_send(self, over)
 end
 
 -- Streaming send: w = conn:writer([kind[, opts]]); w:write(chunk) ...;
@@ -161,19 +162,14 @@ function Conn:writer(kind, opts)
     if type(chunk) ~= "string" then
       error("writer: chunk must be a string", 3)
     end
-    local ok, err, code = wait_drain(conn)
-    if not ok then
-      return nil, err, code
-    end
     local plain = not started and opts and opts.compress == false
-    ok, err, code = conn:send_frame(chunk, started and "continuation" or kind, fin, plain)
+    local ok, over, code = conn:send_frame(chunk, started and "continuation" or kind, fin, plain)
     if not ok then
-      return nil, err, code
+      return nil, over, code
     end
     started = true
     done = fin
-    after_send(conn)
-    return true
+    return after_send(conn, over)
   end
   function w.write(_, chunk)
     return frame(chunk, false)

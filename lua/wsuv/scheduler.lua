@@ -85,10 +85,20 @@ local function wake_obj(obj)
   if not set then
     return
   end
+  local co, token = next(set)
+  if co == nil then
+    return
+  end
+  if next(set, co) == nil then
+    -- One waiter, the usual case: no list to build. (The set cannot be
+    -- walked while waking: a woken coroutine may wait on obj again.)
+    wake(co, token, "ready")
+    return
+  end
   local list = {}
-  for co, token in pairs(set) do
-    list[#list + 1] = co
-    list[#list + 1] = token
+  for c, t in pairs(set) do
+    list[#list + 1] = c
+    list[#list + 1] = t
   end
   for i = 1, #list, 2 do
     wake(list[i], list[i + 1], "ready")
