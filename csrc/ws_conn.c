@@ -499,6 +499,7 @@ ssize_t wsuv_conn_compress(wsuv_conn_t *c, const uint8_t *in, size_t n,
 
 void wsuv_conn_trim(wsuv_conn_t *c) {
   wsuv_conn_pmd_t *P = c->pmd;
+  wsuv_parser_trim(&c->parser);
   if (!P) return;
   wsuv_deflate_trim(&P->tx);
   if (!P->rx_open && !P->pending) buf_release(P);

@@ -228,6 +228,11 @@ WSUV_EXTERN void wsuv_parser_init(wsuv_parser_t *p,
                                   const wsuv_parser_config_t *cfg);
 /* Frees reassembly storage. p may be re-initialised afterwards. */
 WSUV_EXTERN void wsuv_parser_free(wsuv_parser_t *p);
+/* Frees the reassembly storage, which is otherwise kept from one message to
+ * the next (up to max_message), unless a message is being reassembled.
+ * Call it on idle connections; event data from the last call is invalid
+ * afterwards. */
+WSUV_EXTERN void wsuv_parser_trim(wsuv_parser_t *p);
 /* Consumes up to len bytes of buf. Unmasks payload in place, so buf is not
  * const. Returns the number of bytes consumed (>= 0) and sets *ev (ev->type
  * is WSUV_EV_NONE when all input was consumed and more is needed), or a

@@ -163,7 +163,8 @@ WSUV_EXTERN ssize_t wsuv_conn_compress(wsuv_conn_t *c, const uint8_t *in,
                                        size_t n, unsigned flags,
                                        const uint8_t **out, unsigned *rsv);
 
-/* Gives back storage kept between messages: the compression output, the
+/* Gives back storage kept between messages: the parser's reassembly
+ * buffer (see wsuv_parser_trim), the compression output, the
  * inflate buffers, and the deflate stream when our side agreed to no context
  * takeover (reset, not freed, after each message, so that busy connections
  * do not reallocate 256 KiB per message). Call when no pointer from

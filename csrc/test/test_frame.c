@@ -758,13 +758,33 @@ static void test_memory(void) {
   wsuv_parser_config_t c = {.alloc = {.fn = count_alloc, .ud = &cnt}};
   wsuv_parser_t p;
   wsuv_event_t ev;
-  /* A big message's storage is freed on the call after its delivery. */
+  /* A big message's storage is kept for the next message, and freed by
+   * wsuv_parser_trim (not in the middle of a message). */
   wsuv_parser_init(&p, &c);
   CHECK_EQ_INT(feed_fragmented(&p, 100000, 50000, &ev), 50000 + 4);
   CHECK(ev.type == WSUV_EV_BINARY && ev.len == 100000);
   CHECK_EQ_INT(cnt.frees, 0);
   CHECK(ev.data[0] == 'q' && ev.data[99999] == 'q');
   CHECK_EQ_INT(wsuv_parser_feed(&p, NULL, 0, &ev), 0);
+  CHECK_EQ_INT(cnt.frees, 0);
+  long before = cnt.allocs + cnt.reallocs;
+  CHECK_EQ_INT(feed_fragmented(&p, 100000, 50000, &ev), 50000 + 4);
+  CHECK(ev.type == WSUV_EV_BINARY && ev.len == 100000);
+  CHECK_EQ_INT(cnt.allocs + cnt.reallocs, before); /* reused, not grown */
+  {
+    /* Half a message: trim keeps its storage. */
+    uint8_t b[64];
+    size_t h = wsuv_frame_build_header(b, 0, WSUV_OP_BINARY, 10, NULL);
+    memset(b + h, 'z', 10);
+    CHECK_EQ_INT(wsuv_parser_feed(&p, b, h + 10, &ev), (long)(h + 10));
+    wsuv_parser_trim(&p);
+    CHECK_EQ_INT(cnt.frees, 0);
+    h = wsuv_frame_build_header(b, WSUV_FIN, WSUV_OP_CONT, 1, NULL);
+    b[h] = 'y';
+    CHECK_EQ_INT(wsuv_parser_feed(&p, b, h + 1, &ev), (long)(h + 1));
+    CHECK(ev.type == WSUV_EV_BINARY && ev.len == 11 && ev.data[10] == 'y');
+  }
+  wsuv_parser_trim(&p);
   CHECK_EQ_INT(cnt.frees, 1);
   wsuv_parser_free(&p);
   CHECK_EQ_INT(cnt.frees, 1);
