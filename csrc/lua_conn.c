@@ -958,7 +958,8 @@ static int l_conn_compression(lua_State *L) {
   return 1;
 }
 
-/* conn:tls_info() -> {version, cipher, alpn, peer, verified} or nil */
+/* conn:tls_info() -> {version, cipher, alpn, peer, verified, buffered} or
+ * nil */
 static int l_conn_tls_info(lua_State *L) {
   wsuv_lconn_t *b = luaL_checkudata(L, 1, WSUV_CONN_MT);
   wsuv_tls_info_t info;
@@ -978,6 +979,8 @@ static int l_conn_tls_info(lua_State *L) {
   }
   lua_pushboolean(L, info.verified);
   lua_setfield(L, -2, "verified");
+  lua_pushinteger(L, (lua_Integer)info.buffered);
+  lua_setfield(L, -2, "buffered");
   return 1;
 }
 

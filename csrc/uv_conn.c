@@ -18,7 +18,8 @@
 #define OUT_KEEP        0    /* idle connections hold no output buffer */
 #define MAX_REJECT_BODY (64 * 1024)
 #define STACK_BUFS      16
-#define TRIM_MS         1000 /* idle time before big buffers go back */
+#define TRIM_MS         1000         /* idle time before big buffers go back */
+#define TLS_KEEP        (256 * 1024) /* BIO buffers kept while busy */
 
 typedef struct {
   uv_write_t req;
@@ -398,6 +399,7 @@ static int send_cipher(wsuv_tconn_t *c) {
     }
   }
   n = wsuv__tls_take(c->tls, buf, n);
+  wsuv__tls_trim(c->tls, TLS_KEEP); /* after a big message */
   if (buf == stack) {
     uv_buf_t b = uv_buf_init((char *)buf, (unsigned)n);
     int r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
@@ -1460,8 +1462,10 @@ static void sweep_conn(wsuv_tconn_t *c, uint64_t now) {
   }
   if (c->phase != WSUV_PHASE_OPEN) return;
   wsuv_limits_t *lim = c->lim;
-  if (!c->queued && now - c->last_activity >= TRIM_MS)
+  if (!c->queued && now - c->last_activity >= TRIM_MS) {
     wsuv_conn_trim(&c->ws); /* An idle connection keeps no big buffers. */
+    if (c->tls) wsuv__tls_trim(c->tls, 0);
+  }
   if (lim->idle_timeout && now - c->last_activity >= lim->idle_timeout) {
     wsuv__set_error(c, UV_ETIMEDOUT, "idle timeout");
     wsuv__close(c, 1001, "idle timeout", 12);

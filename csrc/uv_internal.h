@@ -175,6 +175,7 @@ typedef struct {
   size_t alpn_len;
   char peer_subject[256]; /* empty without a peer certificate */
   int verified;           /* the peer certificate passed verification */
+  size_t buffered;        /* bytes the memory BIOs hold allocated */
 } wsuv_tls_info_t;
 
 typedef struct {
@@ -281,6 +282,8 @@ int wsuv__tls_write(wsuv_tls_t *t, const uint8_t *p, size_t n);
 size_t wsuv__tls_pending(const wsuv_tls_t *t);
 size_t wsuv__tls_take(wsuv_tls_t *t, uint8_t *out, size_t cap);
 void wsuv__tls_shutdown(wsuv_tls_t *t); /* queues close_notify */
+/* Gives back the BIOs' buffers when empty and over keep bytes. */
+void wsuv__tls_trim(wsuv_tls_t *t, size_t keep);
 /* Why the last call failed, drained from OpenSSL's error queue. */
 void wsuv__tls_explain(wsuv_tls_t *t, char *why, size_t cap);
 int wsuv__tls_info(wsuv_tls_t *t, wsuv_tls_info_t *info);

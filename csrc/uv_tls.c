@@ -323,6 +323,37 @@ size_t wsuv__tls_take(wsuv_tls_t *t, uint8_t *out, size_t cap) {
   return r > 0 ? (size_t)r : 0;
 }
 
+/* A memory BIO keeps the largest buffer it ever held: after a 16 MiB
+ * message, 16 MiB per direction per connection. An empty BIO whose
+ * buffer is over keep bytes is replaced by a fresh one. */
+static size_t bio_cap(BIO *b) {
+  BUF_MEM *bm = NULL;
+  return BIO_get_mem_ptr(b, &bm) == 1 && bm ? bm->max : 0;
+}
+
+static BIO *fresh_if_big(BIO *b, size_t keep) {
+  BUF_MEM *bm = NULL;
+  if (BIO_ctrl_pending(b) || BIO_get_mem_ptr(b, &bm) != 1 || !bm ||
+      bm->max <= keep)
+    return NULL;
+  BIO *n = BIO_new(BIO_s_mem());
+  if (n) BIO_set_mem_eof_return(n, -1);
+  return n;
+}
+
+void wsuv__tls_trim(wsuv_tls_t *t, size_t keep) {
+  BIO *r = fresh_if_big(t->rbio, keep);
+  if (r) {
+    SSL_set0_rbio(t->ssl, r); /* frees the old one */
+    t->rbio = r;
+  }
+  BIO *w = fresh_if_big(t->wbio, keep);
+  if (w) {
+    SSL_set0_wbio(t->ssl, w);
+    t->wbio = w;
+  }
+}
+
 void wsuv__tls_shutdown(wsuv_tls_t *t) {
   ERR_clear_error();
   if (t->done) SSL_shutdown(t->ssl); /* queues close_notify in wbio */
@@ -360,5 +391,6 @@ int wsuv__tls_info(wsuv_tls_t *t, wsuv_tls_info_t *info) {
     X509_free(peer);
   }
   info->verified = peer && SSL_get_verify_result(t->ssl) == X509_V_OK;
+  info->buffered = bio_cap(t->rbio) + bio_cap(t->wbio);
   return 0;
 }

@@ -294,4 +294,27 @@ describe("wss://", function()
     H.stop(srv)
     assert(ok, err)
   end)
+
+  it("gives TLS buffers back after a big message once the connection is idle", function()
+    local server_conn
+    local s = listen {
+      tls = SERVER_TLS,
+      max_message = 8 * 1024 * 1024,
+      on_connect = function(conn)
+        server_conn = conn
+        H.echo(conn)
+      end,
+    }
+    local c = assert(connect(s.port, CLIENT_TLS, { max_message = 8 * 1024 * 1024 }))
+    local big = ("0123456789abcdef"):rep(256 * 1024) -- 4 MiB
+    assert.is_true(c:send(big, "binary"))
+    assert.are.equal(#big, #assert(c:receive(10)))
+    -- Busy: buffers over 256 KiB are dropped as soon as they drain.
+    assert.is_true(c:tls_info().buffered <= 600 * 1024, c:tls_info().buffered)
+    wsuv.sleep(1.4) -- idle: the sweep trims what is left
+    assert.is_true(c:tls_info().buffered < 64 * 1024, c:tls_info().buffered)
+    assert.is_true(server_conn:tls_info().buffered < 64 * 1024, server_conn:tls_info().buffered)
+    assert.is_true(c:send("still works"))
+    assert.are.equal("still works", (c:receive(5)))
+  end)
 end)
