@@ -657,6 +657,13 @@ static void read_limits(lua_State *L, int idx, wsuv_limits_t *lim) {
   lua_pop(L, 1);
 }
 
+static int opt_bool(lua_State *L, int idx, const char *k) {
+  lua_getfield(L, idx, k);
+  int v = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return v;
+}
+
 /* Reads opts.compression (true, false or a table) into o; raises for
  * values out of range. */
 static void read_pmd(lua_State *L, int idx, wsuv_pmd_options_t *o) {
@@ -669,17 +676,10 @@ static void read_pmd(lua_State *L, int idx, wsuv_pmd_options_t *o) {
   }
   o->enabled = 1;
   if (lua_istable(L, t)) {
-    static const char *const flags[] = {"server_no_context_takeover",
-                                        "client_no_context_takeover"};
-    for (int i = 0; i < 2; i++) {
-      lua_getfield(L, t, flags[i]);
-      uint8_t v = (uint8_t)lua_toboolean(L, -1);
-      lua_pop(L, 1);
-      if (i == 0)
-        o->server_no_context_takeover = v;
-      else
-        o->client_no_context_takeover = v;
-    }
+    o->server_no_context_takeover =
+        (uint8_t)opt_bool(L, t, "server_no_context_takeover");
+    o->client_no_context_takeover =
+        (uint8_t)opt_bool(L, t, "client_no_context_takeover");
     o->server_max_window_bits =
         (uint8_t)opt_u64(L, t, "server_max_window_bits", 0);
     o->client_max_window_bits =
@@ -708,28 +708,29 @@ static void read_pmd(lua_State *L, int idx, wsuv_pmd_options_t *o) {
 
 /* Reads opts.tls (a table) into o; returns 0 when there is none. Strings
  * stay referenced by the options table for the duration of the call. */
-static int read_tls(lua_State *L, int idx, wsuv_tls_opts_t *o, int server) {
-  memset(o, 0, sizeof(*o));
-  lua_getfield(L, idx, "tls");
-  if (lua_isnil(L, -1) || (lua_isboolean(L, -1) && !lua_toboolean(L, -1))) {
-    lua_pop(L, 1);
-    return 0;
-  }
-  if (lua_isboolean(L, -1)) { /* tls = true: all defaults */
-    lua_pop(L, 1);
-    o->verify = !server;
-    return 1;
-  }
-  if (!lua_istable(L, -1)) luaL_error(L, "option 'tls' must be a table");
-  int t = lua_gettop(L);
+/* Reads the TLS options table at t into o. */
+static void tls_fields(lua_State *L, int t, wsuv_tls_opts_t *o, int server) {
   o->cert = opt_str(L, t, "cert");
   o->key = opt_str(L, t, "key");
   o->ca = opt_str(L, t, "ca");
   o->servername = opt_str(L, t, "servername");
-  lua_getfield(L, t, server ? "verify_client" : "insecure");
-  o->verify = server ? lua_toboolean(L, -1) : !lua_toboolean(L, -1);
-  lua_pop(L, 2);
-  return 1;
+  o->verify =
+      server ? opt_bool(L, t, "verify_client") : !opt_bool(L, t, "insecure");
+}
+
+static int read_tls(lua_State *L, int idx, wsuv_tls_opts_t *o, int server) {
+  memset(o, 0, sizeof(*o));
+  lua_getfield(L, idx, "tls");
+  int on =
+      !lua_isnil(L, -1) && !(lua_isboolean(L, -1) && !lua_toboolean(L, -1));
+  if (on && lua_isboolean(L, -1)) {
+    o->verify = !server; /* tls = true: all defaults */
+  } else if (on) {
+    if (!lua_istable(L, -1)) luaL_error(L, "option 'tls' must be a table");
+    tls_fields(L, lua_gettop(L), o, server);
+  }
+  lua_pop(L, 1);
+  return on;
 }
 
 static int push_tls_error(lua_State *L, const char *op, int err,
@@ -836,11 +837,9 @@ int wsuv__lua_listen(lua_State *L) {
 static int l_server_set_tls(lua_State *L) {
   wsuv_lserver_t *b = check_server(L);
   luaL_checktype(L, 2, LUA_TTABLE);
-  lua_newtable(L); /* read_tls reads opts.tls: wrap the argument */
-  lua_pushvalue(L, 2);
-  lua_setfield(L, -2, "tls");
   wsuv_tls_opts_t tls;
-  read_tls(L, lua_gettop(L), &tls, 1);
+  memset(&tls, 0, sizeof(tls));
+  tls_fields(L, 2, &tls, 1);
   if (!b->s || !b->s->tls_ctx)
     return wsuv__lua_push_error(L, WSUV_ESTATE, "not a TLS listener");
   char why[256];

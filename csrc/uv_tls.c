@@ -22,7 +22,6 @@ struct wsuv_tls_s {
   BIO *rbio, *wbio; /* owned by ssl */
   int last;         /* SSL_get_error of the last failed call */
   uint8_t done;     /* handshake complete */
-  uint8_t server;
 };
 
 /* Client contexts are costly (the system CA store is parsed into each), so a
@@ -212,7 +211,6 @@ wsuv_tls_t *wsuv__tls_new(SSL_CTX *ctx, int server, const char *name) {
   ERR_clear_error();
   wsuv_tls_t *t = calloc(1, sizeof(*t));
   if (!t) return NULL;
-  t->server = (uint8_t)server;
   t->ssl = SSL_new(ctx);
   t->rbio = BIO_new(BIO_s_mem());
   t->wbio = BIO_new(BIO_s_mem());

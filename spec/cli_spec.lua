@@ -63,9 +63,7 @@ describe("the wsuv command-line client", function()
   end
 
   after_each(function()
-    for i = #servers, 1, -1 do
-      table.remove(servers, i):close()
-    end
+    H.close_everything({}, servers)
     assert.are.same({ 0, 0 }, { H.live(wsuv) })
   end)
 

@@ -181,6 +181,15 @@ function H.close_all(conns)
   end
 end
 
+-- after_each's teardown: closes the connections still open, then the
+-- servers, emptying both lists in place.
+function H.close_everything(conns, servers)
+  H.close_all(conns)
+  for i = #servers, 1, -1 do
+    table.remove(servers, i):close()
+  end
+end
+
 -- Test certificates (spec/peers/gen_certs.sh), made once per process in a
 -- temporary directory. Returns that directory, with a trailing slash.
 local cert_dir

@@ -58,15 +58,7 @@ end
 
 describe("wsuv server", function()
   after_each(function()
-    for _, c in ipairs(clients) do
-      if c:state() ~= "closed" then
-        c:close()
-      end
-    end
-    for _, s in ipairs(servers) do
-      s:close()
-    end
-    clients, servers = {}, {}
+    H.close_everything(clients, servers)
     assert.are.same({ 0, 0 }, { H.live(wsuv) })
   end)
 

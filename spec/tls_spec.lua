@@ -65,10 +65,7 @@ describe("wss://", function()
     for i = #sockets, 1, -1 do
       table.remove(sockets, i):close()
     end
-    H.close_all(conns)
-    for i = #servers, 1, -1 do
-      table.remove(servers, i):close()
-    end
+    H.close_everything(conns, servers)
     assert.are.same({ 0, 0 }, { H.live(wsuv) })
   end)
 
