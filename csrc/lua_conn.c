@@ -14,23 +14,19 @@ static const char *const phase_names[] = {
     "connecting", "connecting", "handshake", "request",
     "open",       "closing",    "closed"};
 
-/* The connection metatable is also kept under this address in the
- * registry: every method call checks its argument, and a lookup by light
- * userdata is cheaper than luaL_checkudata's by name. A constant key, not
- * state: each Lua state has its own registry. */
-static const char conn_mt_key = 0;
+/* Every method call checks its argument. A full userdata of exactly our
+ * size carrying our tag is one of ours (only C can write a userdata's
+ * bytes, and only this file writes the tag): two API calls, where
+ * luaL_checkudata looks the metatable up by name and compares. */
+#define KIND_TEXT   lua_upvalueindex(1)
+#define KIND_BINARY lua_upvalueindex(2)
 
 static wsuv_lconn_t *check_conn(lua_State *L) {
   wsuv_lconn_t *b = lua_touserdata(L, 1);
-  if (b && lua_getmetatable(L, 1)) {
-    lua_pushlightuserdata(L, (void *)&conn_mt_key);
-    lua_rawget(L, LUA_REGISTRYINDEX);
-    int same = lua_rawequal(L, -1, -2);
-    lua_pop(L, 2);
-    if (same) {
-      b->ll->L = L;
-      return b;
-    }
+  if (b && lua_type(L, 1) == LUA_TUSERDATA && lua_rawlen(L, 1) == sizeof(*b) &&
+      b->magic == WSUV_LCONN_MAGIC) {
+    b->ll->L = L;
+    return b;
   }
   return luaL_checkudata(L, 1, WSUV_CONN_MT); /* raises the usual error */
 }
@@ -192,6 +188,7 @@ wsuv_lconn_t *wsuv__lua_new_conn(lua_State *L, wsuv_lloop_t *ll,
                                  wsuv_tconn_t *c) {
   wsuv_lconn_t *b = lua_newuserdata(L, sizeof(*b));
   memset(b, 0, sizeof(*b));
+  b->magic = WSUV_LCONN_MAGIC;
   b->c = c;
   b->ll = ll;
   b->queue = b->close_reason = b->why = b->info = b->pong = LUA_NOREF;
@@ -247,10 +244,7 @@ static int l_conn_try_receive(lua_State *L) {
     if (b->qhead == b->qtail) b->qhead = b->qtail = 1;
     size_t len = lua_rawlen(L, -1);
     if (b->c) wsuv__consumed(b->c, len);
-    if (flags & FLAG_TEXT)
-      lua_pushliteral(L, "text");
-    else
-      lua_pushliteral(L, "binary");
+    lua_pushvalue(L, flags & FLAG_TEXT ? KIND_TEXT : KIND_BINARY);
     if (b->stream) {
       lua_pushboolean(L, flags & FLAG_FIN);
       return 3;
@@ -309,6 +303,13 @@ static unsigned check_opcode(lua_State *L, int idx) {
                                       "ping", "pong",   NULL};
   static const unsigned codes[] = {WSUV_OP_TEXT, WSUV_OP_BINARY, WSUV_OP_CONT,
                                    WSUV_OP_PING, WSUV_OP_PONG};
+  /* The two kinds of every message first: per-message cost. */
+  if (lua_type(L, idx) == LUA_TSTRING) {
+    size_t n;
+    const char *s = lua_tolstring(L, idx, &n);
+    if (n == 6 && memcmp(s, "binary", 6) == 0) return WSUV_OP_BINARY;
+    if (n == 4 && memcmp(s, "text", 4) == 0) return WSUV_OP_TEXT;
+  }
   return codes[luaL_checkoption(L, idx, "text", names)];
 }
 
@@ -320,11 +321,17 @@ static int send_error(lua_State *L, int err) {
 
 /* conn:send_frame(data, kind, fin, plain) -> true, over | nil, msg, code
  * over: the queue is now above high_water (and the connection becomes
- * ready when it drains below). */
+ * ready when it drains below). Data that is not a string: nil, false (the
+ * caller raises, with its own name for the error). */
 static int l_conn_send(lua_State *L) {
   wsuv_lconn_t *b = check_conn(L);
+  if (lua_type(L, 2) != LUA_TSTRING) { /* nil, false: Lua raises */
+    lua_pushnil(L);
+    lua_pushboolean(L, 0);
+    return 2;
+  }
   size_t len;
-  const char *data = luaL_checklstring(L, 2, &len);
+  const char *data = lua_tolstring(L, 2, &len);
   unsigned opcode = check_opcode(L, 3);
   int fin = lua_isnoneornil(L, 4) || lua_toboolean(L, 4);
   int plain = lua_toboolean(L, 5);
@@ -1010,13 +1017,17 @@ static const luaL_Reg server_methods[] = {{"try_accept", l_server_try_accept},
                                           {"set_tls", l_server_set_tls},
                                           {NULL, NULL}};
 
+/* Every method gets the kind names as upvalues (KIND_TEXT, KIND_BINARY):
+ * pushing a string by value skips lua_pushstring's interning lookup. */
 static void new_class(lua_State *L, const char *name, const luaL_Reg *methods,
                       lua_CFunction gc, lua_CFunction tostring) {
   luaL_newmetatable(L, name);
   lua_pushstring(L, name);
   lua_setfield(L, -2, "__name");
   lua_newtable(L);
-  luaL_setfuncs(L, methods, 0);
+  lua_pushliteral(L, "text");
+  lua_pushliteral(L, "binary");
+  luaL_setfuncs(L, methods, 2);
   lua_setfield(L, -2, "__index");
   if (gc) {
     lua_pushcfunction(L, gc);
@@ -1029,8 +1040,5 @@ static void new_class(lua_State *L, const char *name, const luaL_Reg *methods,
 
 void wsuv__lua_conn_open(lua_State *L) {
   new_class(L, WSUV_CONN_MT, conn_methods, l_conn_gc, l_conn_tostring);
-  lua_pushlightuserdata(L, (void *)&conn_mt_key);
-  luaL_getmetatable(L, WSUV_CONN_MT);
-  lua_rawset(L, LUA_REGISTRYINDEX);
   new_class(L, WSUV_SERVER_MT, server_methods, NULL, l_server_tostring);
 }

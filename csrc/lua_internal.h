@@ -20,7 +20,10 @@ typedef struct {
 
 /* Box of a connection: outlives the transport object, so a closed
  * connection still answers with "closed", its code and reason. */
+#define WSUV_LCONN_MAGIC 0x77737563u /* "wsuc": see check_conn */
+
 typedef struct {
+  uint32_t magic;  /* WSUV_LCONN_MAGIC */
   wsuv_tconn_t *c; /* NULL once the transport freed it */
   wsuv_lloop_t *ll;
   int anchor;       /* registry ref to this userdata while c lives */

@@ -15,7 +15,8 @@
 
 #define MAX_HEADERS     WSUV_DEFAULT_MAX_HEADERS
 #define PIN_MIN         4096 /* below this, copying beats pinning */
-#define OUT_KEEP        0    /* idle connections hold no output buffer */
+#define OUT_POOLED      2048 /* output buffers of this size are recycled */
+#define SPARE_MAX       256  /* ... at most this many per loop */
 #define MAX_REJECT_BODY (64 * 1024)
 #define STACK_BUFS      16
 #define TRIM_MS         1000         /* idle time before big buffers go back */
@@ -26,6 +27,7 @@ typedef struct {
   wsuv_tconn_t *c;
   uint8_t *out;
   wsuv_seg_t *segs;
+  size_t out_cap;
   size_t nsegs;
   size_t bytes;
 } wreq_t;
@@ -35,6 +37,7 @@ static void finish(wsuv_tconn_t *c);
 static void handle_input(wsuv_tconn_t *c, uint8_t *buf, size_t len);
 static void try_next_addr(wsuv_tconn_t *c);
 static int flush_conn(wsuv_tconn_t *c);
+static void out_free(wsuv_loop_t *l, uint8_t *out, size_t cap);
 
 void wsuv__set_error(wsuv_tconn_t *c, int err, const char *why) {
   if (c->error) return; /* The first cause is the one to report. */
@@ -151,6 +154,7 @@ static void unlink_pending(wsuv_tconn_t *c) {
 }
 
 static void release_segs(wsuv_seg_t *segs, size_t n) {
+  if (!segs) return; /* the implicit segment: no pins */
   for (size_t i = 0; i < n; i++) {
     wsuv_pin_t *pin = segs[i].pin;
     if (pin && --pin->refs == 0) pin->release(pin);
@@ -189,7 +193,7 @@ static void close_cb(uv_handle_t *h) {
   if (l->hooks.freed) l->hooks.freed(&c->obj);
   release_segs(c->segs, c->nsegs);
   free(c->segs);
-  free(c->out);
+  out_free(l, c->out, c->out_cap);
   free(c->why);
   free(c->protocol);
   free(c->extensions);
@@ -227,11 +231,41 @@ static void fail(wsuv_tconn_t *c, int err, const char *op) {
 
 /* ---- Output ------------------------------------------------------------ */
 
+/* Output buffers live only while a connection has something to send, and
+ * most are small: the loop recycles those of OUT_POOLED bytes instead of
+ * a malloc and free per connection per pass. */
+static void out_free(wsuv_loop_t *l, uint8_t *out, size_t cap) {
+  if (!out) return;
+  if (cap == OUT_POOLED && l->nspare < SPARE_MAX) {
+    if (!l->spare) l->spare = malloc(SPARE_MAX * sizeof(*l->spare));
+    if (l->spare) {
+      l->spare[l->nspare++] = out;
+      return;
+    }
+  }
+  free(out);
+}
+
+void wsuv__spare_trim(wsuv_loop_t *l, size_t keep) {
+  while (l->nspare > keep)
+    free(l->spare[--l->nspare]);
+  if (!l->nspare) {
+    free(l->spare);
+    l->spare = NULL;
+  }
+}
+
 static uint8_t *out_reserve(wsuv_tconn_t *c, size_t n) {
+  if (!c->out && n <= OUT_POOLED) {
+    wsuv_loop_t *l = c->loop;
+    c->out = l->nspare ? l->spare[--l->nspare] : malloc(OUT_POOLED);
+    if (!c->out) return NULL;
+    c->out_cap = OUT_POOLED;
+  }
   if (c->out_cap - c->out_len < n) {
     size_t need = c->out_len + n;
     if (need < c->out_len) return NULL;
-    size_t cap = c->out_cap ? c->out_cap : 512;
+    size_t cap = c->out_cap ? c->out_cap : OUT_POOLED;
     while (cap < need)
       cap = cap * 2 > cap ? cap * 2 : need;
     uint8_t *p = realloc(c->out, cap);
@@ -242,9 +276,27 @@ static uint8_t *out_reserve(wsuv_tconn_t *c, size_t n) {
   return c->out + c->out_len;
 }
 
+/* Until a payload is pinned, the output is out[0..out_len) alone: nsegs is
+ * 1 and no list is built (most passes never pin anything). */
+static wsuv_seg_t *out_segs(wsuv_tconn_t *c, wsuv_seg_t *one) {
+  if (c->segs) return c->segs;
+  *one = (wsuv_seg_t){.ptr = NULL, .off = 0, .len = c->out_len, .pin = NULL};
+  return one;
+}
+
 static int seg_push(wsuv_tconn_t *c, const uint8_t *ptr, size_t off, size_t len,
                     wsuv_pin_t *pin) {
   if (len == 0) return 0;
+  if (!c->segs) {
+    if (!ptr) {
+      c->nsegs = 1; /* out[] grows at its end: still one range */
+      return 0;
+    }
+    c->segs = malloc(8 * sizeof(*c->segs));
+    if (!c->segs) return WSUV_ENOMEM;
+    c->segs_cap = 8;
+    if (c->nsegs) c->segs[0] = (wsuv_seg_t){.off = 0, .len = c->out_len};
+  }
   if (!ptr && c->nsegs) {
     wsuv_seg_t *last = &c->segs[c->nsegs - 1];
     if (!last->ptr && last->off + last->len == off) {
@@ -314,7 +366,7 @@ static void write_cb(uv_write_t *req, int status) {
   wsuv_tconn_t *c = w->c;
   release_segs(w->segs, w->nsegs);
   free(w->segs);
-  free(w->out);
+  out_free(c->loop, w->out, w->out_cap);
   c->queued -= w->bytes;
   free(w);
   if (status < 0) {
@@ -327,11 +379,9 @@ static void write_cb(uv_write_t *req, int status) {
 static void reset_output(wsuv_tconn_t *c) {
   c->nsegs = 0;
   c->out_len = 0;
-  if (c->out_cap > OUT_KEEP) {
-    free(c->out);
-    c->out = NULL;
-    c->out_cap = 0;
-  }
+  out_free(c->loop, c->out, c->out_cap); /* idle connections hold none */
+  c->out = NULL;
+  c->out_cap = 0;
   if (c->segs_cap > 0) {
     free(c->segs);
     c->segs = NULL;
@@ -345,7 +395,8 @@ static void reset_output(wsuv_tconn_t *c) {
  * write is pending (they were taken), or an error (c failed; they stay the
  * caller's). */
 static int submit(wsuv_tconn_t *c, uv_buf_t *bufs, size_t n, size_t total,
-                  uint8_t *out, wsuv_seg_t *segs, size_t nsegs) {
+                  uint8_t *out, size_t out_cap, wsuv_seg_t *segs,
+                  size_t nsegs) {
   size_t done = 0;
   if (c->tcp.write_queue_size == 0) {
     int r = uv_try_write((uv_stream_t *)&c->tcp, bufs, (unsigned)n);
@@ -370,8 +421,12 @@ static int submit(wsuv_tconn_t *c, uv_buf_t *bufs, size_t n, size_t total,
     fail(c, UV_ENOMEM, "write");
     return UV_ENOMEM;
   }
-  *w = (wreq_t){
-      .c = c, .out = out, .segs = segs, .nsegs = nsegs, .bytes = total - done};
+  *w = (wreq_t){.c = c,
+                .out = out,
+                .out_cap = out_cap,
+                .segs = segs,
+                .nsegs = nsegs,
+                .bytes = total - done};
   int r = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs + first,
                    (unsigned)(n - first), write_cb);
   if (r < 0) {
@@ -419,7 +474,7 @@ static int send_cipher(wsuv_tconn_t *c) {
   }
   uv_buf_t b = uv_buf_init((char *)buf, (unsigned)n);
   c->queued += n;
-  int r = submit(c, &b, 1, n, buf, NULL, 0);
+  int r = submit(c, &b, 1, n, buf, 0, NULL, 0);
   if (r != 0) free(buf);
   return r;
 }
@@ -446,8 +501,9 @@ static int flush_tls(wsuv_tconn_t *c) {
     if (r == 0) return send_cipher(c) < 0 ? WSUV_ETLS : 0;
   }
   size_t total = 0, nsegs = c->nsegs;
+  wsuv_seg_t one, *segs = out_segs(c, &one);
   for (size_t i = 0; i < nsegs; i++) {
-    wsuv_seg_t *s = &c->segs[i];
+    wsuv_seg_t *s = &segs[i];
     int err =
         wsuv__tls_write(c->tls, s->ptr ? s->ptr : c->out + s->off, s->len);
     if (err) {
@@ -474,13 +530,15 @@ static int flush_conn(wsuv_tconn_t *c) {
     bufs = malloc(n * sizeof(*bufs));
     if (!bufs) return WSUV_ENOMEM;
   }
+  wsuv_seg_t one, *segs = out_segs(c, &one);
   for (size_t i = 0; i < n; i++) {
-    wsuv_seg_t *s = &c->segs[i];
+    wsuv_seg_t *s = &segs[i];
     const uint8_t *p = s->ptr ? s->ptr : c->out + s->off;
     bufs[i] = uv_buf_init((char *)p, (unsigned)s->len);
     total += s->len;
   }
-  int r = submit(c, bufs, n, total, c->out, c->segs, c->nsegs);
+  int r = submit(c, bufs, n, total, c->out, c->out_cap, c->segs,
+                 c->segs ? c->nsegs : 0);
   if (bufs != stack) free(bufs);
   if (r == 1) {
     /* Everything went at once: nothing was allocated for the write. */
@@ -586,7 +644,7 @@ int wsuv__send(wsuv_tconn_t *c, unsigned opcode, unsigned flags,
   }
   if (opcode == WSUV_OP_TEXT || opcode == WSUV_OP_BINARY ||
       opcode == WSUV_OP_CONT)
-    c->last_activity = wsuv__now(c->loop);
+    c->last_activity = uv_now(c->loop->uv); /* pass start: close enough */
   if (opcode == WSUV_OP_CLOSE) {
     c->phase = WSUV_PHASE_CLOSING;
     c->deadline = wsuv__now(c->loop) + c->lim->close_timeout;
@@ -696,7 +754,7 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     on_eof(c, (int)nread);
     return;
   }
-  c->last_recv = wsuv__now(l);
+  c->last_recv = uv_now(l->uv); /* updated after the poll */
   if (c->tls)
     tls_input(c, (uint8_t *)buf->base, (size_t)nread);
   else
@@ -1491,4 +1549,7 @@ void wsuv__sweep(wsuv_loop_t *l) {
     sweep_conn(c, now);
   }
   wsuv__loop_flush(l);
+  /* Half the spare output buffers each sweep (100 ms): a burst's go back
+   * within a second, a steady load keeps about what it uses. */
+  wsuv__spare_trim(l, l->nspare / 2);
 }

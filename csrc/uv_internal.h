@@ -65,6 +65,8 @@ struct wsuv_loop_s {
   size_t nconns;
   int closing;     /* wsuv_loop_close called */
   void *tls_cache; /* client SSL_CTXs by options (uv_tls.c) */
+  uint8_t **spare; /* output buffers of OUT_POOLED bytes, for reuse */
+  size_t nspare;
 };
 
 typedef enum {
@@ -206,6 +208,8 @@ void wsuv__loop_close(wsuv_loop_t *l);
 /* Runs libuv once: timeout_ms < 0 blocks until an event, 0 only polls.
  * Flushes pending output first. Returns nonzero while handles are alive. */
 int wsuv__loop_run(wsuv_loop_t *l, int64_t timeout_ms);
+/* Frees spare output buffers down to keep. */
+void wsuv__spare_trim(wsuv_loop_t *l, size_t keep);
 void wsuv__loop_flush(wsuv_loop_t *l);
 void wsuv__ready(wsuv_loop_t *l, wsuv_obj_t *o);
 void wsuv__unready(wsuv_loop_t *l, wsuv_obj_t *o);

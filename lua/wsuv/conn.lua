@@ -15,6 +15,9 @@ local compat = require "wsuv.compat"
 
 local Conn = core.conn_methods
 local now = core.now
+-- The per-message primitives, called directly rather than looked up
+-- through the userdata's metatable on every message.
+local try_receive, send_frame = Conn.try_receive, Conn.send_frame
 
 local url = require "wsuv.url"
 
@@ -48,9 +51,9 @@ end
 -- connection, whether it is the message's last chunk); nil, "timeout",
 -- "ETIMEDOUT"; or nil, "closed", code, reason once closed. receive(0) polls.
 function Conn:receive(timeout)
-  local deadline = deadline_of(timeout)
+  local deadline = timeout and deadline_of(timeout)
   while true do
-    local data, kind, a, b = self:try_receive()
+    local data, kind, a, b = try_receive(self)
     if kind ~= "again" then
       return data, kind, a, b
     end
@@ -115,22 +118,20 @@ end
 -- is over high_water (one frame may overshoot it); elsewhere, write now, as
 -- nobody else will run the loop soon.
 local function after_send(self, over)
-  if sched.in_scheduler() then
-    if over then
+  if over then
+    if sched.in_scheduler() then
       return wait_drain(self)
     end
-  else
-    core.flush()
+  elseif sched.current then
+    return true -- inside a wsuv coroutine: the loop writes when it yields
   end
+  core.flush()
   return true
 end
 
 -- ok = conn:send(data[, kind]) with kind "text" (default) or "binary".
 -- Returns true, or nil, "buffer full" | "closed", code.
 function Conn:send(data, kind, opts)
-  if type(data) ~= "string" then
-    error("send: data must be a string, got " .. type(data), 2)
-  end
   if kind ~= nil and kind ~= "text" and kind ~= "binary" then
     error("send: kind must be \"text\" or \"binary\"", 2)
   end
@@ -138,8 +139,11 @@ function Conn:send(data, kind, opts)
     error("send: options must be a table", 2)
   end
   local plain = opts and opts.compress == false
-  local ok, over, code = self:send_frame(data, kind or "text", true, plain)
+  local ok, over, code = send_frame(self, data, kind or "text", true, plain)
   if not ok then
+    if over == false then -- send_frame checks the type: no type() per message
+      error("send: data must be a string, got " .. type(data), 2)
+    end
     return nil, over, code
   end
   return after_send(self, over)
