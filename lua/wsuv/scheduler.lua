@@ -20,8 +20,12 @@ local POLL = {} -- the sentinel a waiting coroutine yields
 -- A waiting coroutine must stay reachable from here: nothing else may hold
 -- it, and a collected waiter would be a silently lost connection.
 local owned = setmetatable({}, { __mode = "k" }) -- our coroutines
+-- A wait's token: a table { co, obj, deadline } when it has a deadline
+-- (sleepers hold it), else the object waited on itself (or FOREVER): most
+-- waits have no deadline, and then no table is made per wait.
 local waiting = {} -- co -> token of its wait (strong)
 local waiters = setmetatable({}, { __mode = "k" }) -- obj -> { co = token }
+local FOREVER = {} -- the token of a wait on nothing, without a deadline
 local sleepers = {} -- tokens with a deadline, unsorted
 local runnable = {} -- { co, args } to start or continue
 local notified = {} -- Lua objects with news (see M.notify)
@@ -56,9 +60,11 @@ local function resume(co, ...)
     if not rok then
       io.stderr:write("wsuv: error handler failed: ", tostring(rerr), "\n")
     end
+  elseif err == POLL then
+    return -- waiting: the usual case, no status check
   elseif coroutine.status(co) == "dead" then
     finish(co)
-  elseif err ~= POLL then
+  else
     -- A plain coroutine.yield() inside a wsuv coroutine: run it again soon.
     runnable[#runnable + 1] = { co, n = 0 }
   end
@@ -66,17 +72,24 @@ end
 
 -- Whether the running coroutine is one of ours (so a wait may yield).
 function M.in_scheduler()
+  if current == nil then
+    return false -- no owned coroutine is running at all
+  end
   local co, ismain = coroutine.running()
+  if co == current then
+    return true
+  end
   return co ~= nil and not ismain and (owned[co] or compat.transparent[co]) == true
 end
 
-local function wake(co, token, why)
+-- obj: what the wait was on (nil for a sleep).
+local function wake(co, token, obj, why)
   if waiting[co] ~= token then
     return
   end
   waiting[co] = nil
-  if token.obj then
-    local set = waiters[token.obj]
+  if obj then
+    local set = waiters[obj]
     if set then
       set[co] = nil
     end
@@ -96,7 +109,7 @@ local function wake_obj(obj)
   if next(set, co) == nil then
     -- One waiter, the usual case: no list to build. (The set cannot be
     -- walked while waking: a woken coroutine may wait on obj again.)
-    wake(co, token, "ready")
+    wake(co, token, obj, "ready")
     return
   end
   local list = {}
@@ -105,7 +118,7 @@ local function wake_obj(obj)
     list[#list + 1] = t
   end
   for i = 1, #list, 2 do
-    wake(list[i], list[i + 1], "ready")
+    wake(list[i], list[i + 1], obj, "ready")
   end
 end
 
@@ -130,7 +143,7 @@ local function expire_sleepers(now)
     elseif token.deadline <= now then
       sleepers[i] = sleepers[#sleepers]
       sleepers[#sleepers] = nil
-      wake(token.co, token, "timeout")
+      wake(token.co, token, token.obj, "timeout")
     else
       i = i + 1
     end
@@ -192,7 +205,9 @@ local function pass(timeout, watch, watch_deadline)
       wake_obj(list[i])
     end
   end
-  expire_sleepers(core.now())
+  if #sleepers > 0 then
+    expire_sleepers(core.now())
+  end
   run_runnable()
   return hit, alive
 end
@@ -208,7 +223,10 @@ end
 function M.wait(obj, deadline)
   if M.in_scheduler() then
     local co = current
-    local token = { co = co, obj = obj, deadline = deadline }
+    local token = obj or FOREVER
+    if deadline then
+      token = { co = co, obj = obj, deadline = deadline }
+    end
     waiting[co] = token
     if obj then
       local set = waiters[obj]
