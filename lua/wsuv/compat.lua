@@ -28,13 +28,9 @@ M.yieldable_pcall = native
 
 function M.xpcall(f, handler, ...)
   if native then
-    if select("#", ...) == 0 then
-      return xpcall(f, handler)
-    end
-    local args = M.pack(...)
-    return xpcall(function()
-      return f(M.unpack(args, 1, args.n))
-    end, handler)
+    -- 5.2+ and LuaJIT pass the arguments on: no closure, no argument table
+    -- (both would live as long as a connection's handler).
+    return xpcall(f, handler, ...)
   end
   local co = coroutine.create(f)
   M.transparent[co] = true

@@ -217,6 +217,29 @@ function M.notify(obj)
   notified[#notified + 1] = obj
 end
 
+local function enlist(co, obj, token)
+  waiting[co] = token
+  local set = waiters[obj]
+  if not set then
+    set = {}
+    waiters[obj] = set
+  end
+  set[co] = token
+end
+
+-- The yield of a wait without a deadline, split in two so that the caller
+-- yields from its own frame: if M.park(obj) is true, the caller must
+-- coroutine.yield(M.POLL) next. An idle connection's handler then waits
+-- one frame shallower (a coroutine's stack is most of its memory).
+M.POLL = POLL
+function M.park(obj)
+  if not M.in_scheduler() then
+    return false
+  end
+  enlist(current, obj, obj)
+  return true
+end
+
 -- Waits for news on obj (a connection, a server, or a notified table) or
 -- until deadline (absolute, M.now() seconds). Returns true, or nil,
 -- "timeout", "ETIMEDOUT". obj may be nil to just sleep.
@@ -227,14 +250,10 @@ function M.wait(obj, deadline)
     if deadline then
       token = { co = co, obj = obj, deadline = deadline }
     end
-    waiting[co] = token
     if obj then
-      local set = waiters[obj]
-      if not set then
-        set = {}
-        waiters[obj] = set
-      end
-      set[co] = token
+      enlist(co, obj, token)
+    else
+      waiting[co] = token
     end
     if deadline then
       sleepers[#sleepers + 1] = token

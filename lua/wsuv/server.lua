@@ -58,13 +58,18 @@ local function origin_allowed(opts, origin, full)
   return false
 end
 
+-- Answers a request that is not upgraded; false: the connection is done.
 local function respond(c, status, headers, body)
-  local ok = c:respond(status, headers, body or "")
-  return ok
+  c:respond(status, headers, body or "")
+  return false
 end
 
+-- The native xpcall where it can yield: one frame less under every idle
+-- connection's handler than the compat wrapper.
+local xpcall_y = compat.yieldable_pcall and xpcall or compat.xpcall
+
 local function run_handler(self, c)
-  local ok, err = compat.xpcall(self.opts.on_connect, debug.traceback, c)
+  local ok, err = xpcall_y(self.opts.on_connect, debug.traceback, c)
   if not ok then
     io.stderr:write("wsuv: error in on_connect: ", tostring(err), "\n")
     if c:state() == "open" then
@@ -77,8 +82,8 @@ local function run_handler(self, c)
   end
 end
 
--- Decides one request; runs in its own coroutine.
-local function handle(self, c)
+-- Decides one request: true once accepted, else after answering it.
+local function decide(self, c)
   local opts = self.opts
   local target, upgrade, _, offered, origin, raw = c:request_brief()
   local record = conn_mod.request_record(raw, c:peer())
@@ -121,11 +126,17 @@ local function handle(self, c)
     end
   end
   local protocol = choose_protocol(opts, offered, full)
-  local ok, err, code = c:accept(protocol, nil, opts.response_headers)
-  if not ok then
-    return nil, err, code
+  return c:accept(protocol, nil, opts.response_headers)
+end
+
+-- One connection's coroutine. The handshake's locals (the raw head, the
+-- request closure) live in decide's frame, gone before the handler runs:
+-- they would otherwise stay alive as long as the connection.
+local function handle(self, c)
+  if not decide(self, c) then
+    return
   end
-  if opts.on_connect then
+  if self.opts.on_connect then
     return run_handler(self, c)
   end
   local q = self.accepted
