@@ -93,18 +93,36 @@ int wsuv_conn_init(wsuv_conn_t *c, const wsuv_conn_config_t *cfg) {
   return r;
 }
 
+#define OWED_PONG  0
+#define OWED_CLOSE 125
+
+static uint8_t *owed_buf(wsuv_conn_t *c) {
+  if (!c->owed) c->owed = wsuv__realloc(&c->parser.cfg.alloc, NULL, 250);
+  return c->owed;
+}
+
+static void owed_release(wsuv_conn_t *c) {
+  if (c->owed) wsuv__realloc(&c->parser.cfg.alloc, c->owed, 0);
+  c->owed = NULL;
+}
+
 void wsuv_conn_free(wsuv_conn_t *c) {
+  owed_release(c);
   wsuv_parser_free(&c->parser);
   pmd_free(c);
 }
 
 /* Owes a close frame unless one was sent or owed already. Data frames may
  * still go out until the caller takes it (RFC 6455 5.5.1 lets an endpoint
- * finish sending its current message first). */
-static void owe_close(wsuv_conn_t *c, const uint8_t *payload, size_t len) {
-  if (c->close_sent || c->close_len) return;
-  memcpy(c->close_payload, payload, len);
+ * finish sending its current message first). Without memory for it, no
+ * close frame is owed: WSUV_ENOMEM. */
+static int owe_close(wsuv_conn_t *c, const uint8_t *payload, size_t len) {
+  if (c->close_sent || c->close_len) return 0;
+  uint8_t *o = owed_buf(c);
+  if (!o) return WSUV_ENOMEM;
+  memcpy(o + OWED_CLOSE, payload, len);
   c->close_len = (uint8_t)(len + 1);
+  return 0;
 }
 
 static void fail(wsuv_conn_t *c, int err) {
@@ -112,7 +130,7 @@ static void fail(wsuv_conn_t *c, int err) {
   int code = wsuv_err_close_code(err);
   payload[0] = (uint8_t)(code >> 8);
   payload[1] = (uint8_t)(code & 0xff);
-  owe_close(c, payload, sizeof(payload));
+  (void)owe_close(c, payload, sizeof(payload)); /* failing anyway */
   c->error = err;
   c->close_code = code;
   c->state = WSUV_STATE_CLOSED;
@@ -125,7 +143,12 @@ static void on_event(wsuv_conn_t *c, const wsuv_event_t *ev) {
     /* RFC 6455 5.5.3: a pong carries the ping's payload; answering only the
      * most recent ping is allowed. After we sent close, no pong is due. */
     if (!c->close_sent && !c->close_len) {
-      memcpy(c->pong, ev->data, ev->len);
+      uint8_t *o = owed_buf(c);
+      if (!o) {
+        fail(c, WSUV_ENOMEM);
+        break;
+      }
+      memcpy(o + OWED_PONG, ev->data, ev->len);
       c->pong_len = (uint8_t)ev->len;
       c->pong_len_set = 1;
     }
@@ -140,7 +163,7 @@ static void on_event(wsuv_conn_t *c, const wsuv_event_t *ev) {
       payload[1] = (uint8_t)(ev->close_code & 0xff);
       plen = 2;
     }
-    owe_close(c, payload, plen);
+    (void)owe_close(c, payload, plen); /* without memory: TCP close only */
     c->pong_len_set = 0;
     c->close_received = 1;
     c->close_code = ev->close_code;
@@ -396,16 +419,17 @@ size_t wsuv_conn_take_output(wsuv_conn_t *c, uint8_t *out, size_t cap) {
   size_t n = 0;
   if (cap < WSUV_CONN_OUTPUT_MAX) return 0;
   if (c->pong_len_set) {
-    n += put_frame(c, out + n, WSUV_OP_PONG, c->pong, c->pong_len);
+    n += put_frame(c, out + n, WSUV_OP_PONG, c->owed + OWED_PONG, c->pong_len);
     c->pong_len_set = 0;
   }
   if (c->close_len) {
-    n += put_frame(c, out + n, WSUV_OP_CLOSE, c->close_payload,
+    n += put_frame(c, out + n, WSUV_OP_CLOSE, c->owed + OWED_CLOSE,
                    (size_t)(c->close_len - 1));
     c->close_len = 0;
     c->close_sent = 1;
     if (c->state == WSUV_STATE_OPEN) c->state = WSUV_STATE_CLOSING;
   }
+  owed_release(c);
   return n;
 }
 
@@ -457,8 +481,7 @@ int wsuv_conn_close(wsuv_conn_t *c, int code, const char *reason,
   } else if (reason_len > 0) {
     return WSUV_EINVAL;
   }
-  owe_close(c, payload, (size_t)n);
-  return 0;
+  return owe_close(c, payload, (size_t)n);
 }
 
 /* ---- Sending with permessage-deflate ----------------------------------- */

@@ -57,11 +57,12 @@ typedef struct {
   wsuv_conn_state_t state;
   uint8_t close_sent;     /* a close frame was taken or built */
   uint8_t close_received; /* the peer's close frame has arrived */
-  uint8_t pong_len_set;   /* a pong is owed (payload in pong[]) */
+  uint8_t pong_len_set;   /* a pong is owed (payload at owed[0]) */
   uint8_t pong_len;
-  uint8_t pong[125];
   uint8_t close_len; /* close frame owed: payload length + 1, or 0 */
-  uint8_t close_payload[125];
+  /* Payloads of the owed pong (owed[0..125)) and close (owed[125..250)),
+   * allocated only while a frame is owed: an idle connection holds none. */
+  uint8_t *owed;
   int close_code;       /* peer's code (1005 if none), or ours on failure */
   int error;            /* WSUV_E* the connection failed with, or 0 */
   wsuv_conn_pmd_t *pmd; /* private: permessage-deflate state, or NULL */

@@ -1,6 +1,7 @@
 /* test_conn.c: the connection state machine (ws_conn.c): pongs owed,
  * the closing handshake, failure close codes, masking of what a client
  * sends, and data refused once a close frame went out. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "test.h"
@@ -161,6 +162,43 @@ static void test_control_frame_limits(void) {
   wsuv_conn_free(&c);
 }
 
+/* An allocator that fails every allocation when *ud is nonzero. */
+static void *flaky_alloc(void *ud, void *ptr, size_t nsize) {
+  if (nsize == 0) {
+    free(ptr);
+    return NULL;
+  }
+  return *(int *)ud ? NULL : realloc(ptr, nsize);
+}
+
+/* Pong and close payloads take memory only while a frame is owed, so an
+ * idle connection holds none; without that memory a ping fails the
+ * connection with ENOMEM (close code 1011) instead of losing the pong. */
+static void test_owed_memory(void) {
+  int fail_alloc = 0;
+  wsuv_conn_config_t cfg = {
+      .parser = {.role = WSUV_ROLE_SERVER,
+                 .alloc = {.fn = flaky_alloc, .ud = &fail_alloc}},
+      .genmask = fixed_mask};
+  wsuv_conn_t c;
+  wsuv_event_t ev;
+  wsuv_conn_init(&c, &cfg);
+  CHECK(c.owed == NULL);
+  feed(&c, "\x89\x81\0\0\0\0a", 7, &ev);
+  CHECK(c.owed != NULL);
+  uint8_t out[WSUV_CONN_OUTPUT_MAX];
+  CHECK_EQ_INT(wsuv_conn_take_output(&c, out, sizeof(out)), 3);
+  CHECK(c.owed == NULL);
+  fail_alloc = 1;
+  CHECK_EQ_INT(feed(&c, "\x89\x81\0\0\0\0b", 7, &ev), WSUV_EV_PING);
+  CHECK_EQ_INT(c.error, WSUV_ENOMEM);
+  CHECK_EQ_INT(c.close_code, 1011);
+  CHECK(c.state == WSUV_STATE_CLOSED);
+  CHECK(!wsuv_conn_want_write(&c));
+  CHECK_EQ_INT(wsuv_conn_close(&c, 1000, "", 0), WSUV_ENOMEM);
+  wsuv_conn_free(&c);
+}
+
 int main(void) {
   test_ping_owes_pong();
   test_only_latest_pong();
@@ -169,5 +207,6 @@ int main(void) {
   test_failures_close_with_code();
   test_our_close();
   test_control_frame_limits();
+  test_owed_memory();
   return TEST_REPORT();
 }
