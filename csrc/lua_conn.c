@@ -22,9 +22,8 @@ static const char *const phase_names[] = {
 #define KIND_BINARY lua_upvalueindex(2)
 
 static wsuv_lconn_t *check_conn(lua_State *L) {
-  wsuv_lconn_t *b = lua_touserdata(L, 1);
-  if (b && lua_type(L, 1) == LUA_TUSERDATA && lua_rawlen(L, 1) == sizeof(*b) &&
-      b->magic == WSUV_LCONN_MAGIC) {
+  wsuv_lconn_t *b = lua_touserdata(L, 1); /* light userdata: length 0 */
+  if (b && lua_rawlen(L, 1) == sizeof(*b) && b->magic == WSUV_LCONN_MAGIC) {
     b->ll->L = L;
     return b;
   }
@@ -98,12 +97,20 @@ static void hook_event(wsuv_tconn_t *c, const wsuv_event_t *ev) {
       lua_newtable(L);
       b->queue = luaL_ref(L, LUA_REGISTRYINDEX);
     }
+    if (b->qtail >= b->qflags_cap) {
+      int cap = b->qflags_cap ? b->qflags_cap * 2 : 16;
+      uint8_t *f = realloc(b->qflags, (size_t)cap);
+      if (!f) {
+        wsuv__abort(c, WSUV_ENOMEM, "out of memory for a message");
+        break;
+      }
+      b->qflags = f;
+      b->qflags_cap = cap;
+    }
+    b->qflags[b->qtail] =
+        (ev->type == WSUV_EV_TEXT ? FLAG_TEXT : 0) | (ev->fin ? FLAG_FIN : 0);
     lua_rawgeti(L, LUA_REGISTRYINDEX, b->queue);
     lua_pushlstring(L, (const char *)ev->data, ev->len);
-    lua_rawseti(L, -2, b->qtail++);
-    int flags =
-        (ev->type == WSUV_EV_TEXT ? FLAG_TEXT : 0) | (ev->fin ? FLAG_FIN : 0);
-    lua_pushinteger(L, flags);
     lua_rawseti(L, -2, b->qtail++);
     lua_pop(L, 1);
     break;
@@ -231,16 +238,12 @@ static int push_closed(lua_State *L, wsuv_lconn_t *b) {
 static int l_conn_try_receive(lua_State *L) {
   wsuv_lconn_t *b = check_conn(L);
   if (b->qhead < b->qtail) {
+    int flags = b->qflags[b->qhead];
     lua_rawgeti(L, LUA_REGISTRYINDEX, b->queue);
     lua_rawgeti(L, -1, b->qhead);
-    lua_rawgeti(L, -2, b->qhead + 1);
-    int flags = (int)lua_tointeger(L, -1);
-    lua_pop(L, 1);
     lua_pushnil(L);
     lua_rawseti(L, -3, b->qhead);
-    lua_pushnil(L);
-    lua_rawseti(L, -3, b->qhead + 1);
-    b->qhead += 2;
+    b->qhead++;
     if (b->qhead == b->qtail) b->qhead = b->qtail = 1;
     size_t len = lua_rawlen(L, -1);
     if (b->c) wsuv__consumed(b->c, len);
@@ -389,6 +392,9 @@ static int l_conn_abort(lua_State *L) {
 static int l_conn_gc(lua_State *L) {
   wsuv_lconn_t *b = luaL_checkudata(L, 1, WSUV_CONN_MT);
   if (b->c) return 0; /* Anchored while open; cannot happen. */
+  free(b->qflags);
+  b->qflags = NULL;
+  b->qflags_cap = 0;
   unref(L, &b->queue);
   unref(L, &b->close_reason);
   unref(L, &b->why);

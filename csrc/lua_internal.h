@@ -28,7 +28,9 @@ typedef struct {
   wsuv_lloop_t *ll;
   int anchor;       /* registry ref to this userdata while c lives */
   int queue;        /* registry ref of the message queue table */
-  int qhead, qtail; /* queue[qhead..qtail) holds data, flags pairs */
+  int qhead, qtail; /* queue[qhead..qtail) holds the messages */
+  uint8_t *qflags;  /* qflags[i]: FLAG_* of queue[i] (kept in C: cheaper) */
+  int qflags_cap;
   int close_code;   /* final code once known, else 0 */
   int close_reason; /* registry ref of the reason string */
   int error;        /* uv/WSUV code of a failure */

@@ -628,19 +628,24 @@ int wsuv__send(wsuv_tconn_t *c, unsigned opcode, unsigned flags,
   uint8_t hdr[WSUV_MAX_FRAME_HEADER], key[4];
   ssize_t h = wsuv_conn_build_header(&c->ws, hdr, opcode, flags, len, key);
   if (h < 0) return (int)h;
-  int err = out_append(c, hdr, (size_t)h);
-  if (err) return err;
-  if (c->role == WSUV_ROLE_CLIENT) {
-    /* Client payloads are masked, so they are copied anyway. */
-    uint8_t *dst = out_reserve(c, len);
+  int err;
+  if (pin && len >= PIN_MIN && c->role == WSUV_ROLE_SERVER) {
+    err = out_append(c, hdr, (size_t)h); /* the payload stays in place */
+    if (!err) {
+      c->queued += len;
+      err = seg_push(c, data, 0, len, pin);
+    }
+  } else {
+    /* Header and payload copied into one reservation, one segment; a
+     * client's payload is masked on the way (RFC 6455 5.3). */
+    uint8_t *dst = out_reserve(c, (size_t)h + len);
     if (!dst) return WSUV_ENOMEM;
-    wsuv_mask_copy(dst, data, len, key, 0);
-    err = out_commit(c, len);
-  } else if (pin && len >= PIN_MIN) {
-    c->queued += len;
-    err = seg_push(c, data, 0, len, pin);
-  } else if (len) {
-    err = out_append(c, data, len);
+    memcpy(dst, hdr, (size_t)h);
+    if (c->role == WSUV_ROLE_CLIENT)
+      wsuv_mask_copy(dst + h, data, len, key, 0);
+    else if (len)
+      memcpy(dst + h, data, len);
+    err = out_commit(c, (size_t)h + len);
   }
   if (opcode == WSUV_OP_TEXT || opcode == WSUV_OP_BINARY ||
       opcode == WSUV_OP_CONT)

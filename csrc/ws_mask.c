@@ -4,6 +4,7 @@
 #include "ws_internal.h"
 
 #include <stdint.h>
+#include <string.h>
 
 #ifdef __SSE2__
 #  include <emmintrin.h>
@@ -24,15 +25,18 @@ static size_t mask_run(uint8_t *dst, const uint8_t *src, size_t len,
   offset &= 3;
   size_t end = (offset + len) & 3;
   size_t i = 0;
-  if (len >= 32) {
-    /* Align the stores; loads from src may stay unaligned. */
+  if (len >= 256) {
+    /* Align the stores of long runs; loads from src may stay unaligned.
+     * (Short payloads, most messages, skip this and the byte loop.) */
     size_t head = (size_t)(-(uintptr_t)dst & 15u);
     for (; i < head; i++)
       dst[i] = (uint8_t)(src[i] ^ key[(offset + i) & 3]);
   }
   uint8_t k[16]; /* the key as seen from position offset + i */
-  for (size_t j = 0; j < sizeof k; j++)
+  for (size_t j = 0; j < 4; j++)
     k[j] = key[(offset + i + j) & 3];
+  memcpy(k + 4, k, 4);
+  memcpy(k + 8, k, 8);
   size_t start = i;
 #ifdef __SSE2__
   if (len - i >= 16) {

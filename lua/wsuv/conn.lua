@@ -162,6 +162,9 @@ function Conn:send(data, kind, opts)
     end
     return nil, over, code
   end
+  if not over and sched.current then
+    return true -- after_send's usual case, without the call
+  end
   return after_send(self, over)
 end
 
