@@ -224,6 +224,73 @@ describe("wsuv scheduler", function()
       assert.are.same({ true, 1000 }, { closed[1], closed[2] })
     end)
 
+    it("a coroutine waiting on a second connection is not woken by the first", function()
+      local server = assert(wsuv.listen {
+        host = "127.0.0.1", port = 0,
+        on_connect = function(conn)
+          echo(conn)
+        end,
+      })
+      local url = ("ws://127.0.0.1:%d/"):format(server.port)
+      local got, done, a, b = {}, false, nil, nil
+      wsuv.spawn(function() -- a failure closes both rather than hanging
+        for _ = 1, 50 do
+          if done then
+            return
+          end
+          wsuv.sleep(0.1)
+        end
+        a:close()
+        b:close()
+      end)
+      wsuv.spawn(function()
+        a = assert(wsuv.connect(url))
+        b = assert(wsuv.connect(url))
+        a:send("a1")
+        got[#got + 1] = a:receive() -- waits on a, woken by a
+        -- a's echoes of a2, a3 arrive while this waits on b only.
+        a:send("a2")
+        a:send("a3")
+        wsuv.spawn(function()
+          wsuv.sleep(0.2)
+          b:send("b1")
+        end)
+        got[#got + 1] = b:receive() -- no deadline: the park path
+        done = true
+        got[#got + 1] = a:receive(5)
+        got[#got + 1] = a:receive(5)
+        a:close()
+        b:close()
+        server:close()
+      end)
+      assert.is_true(wsuv.run())
+      assert.are.same({ "a1", "b1", "a2", "a3" }, got)
+    end)
+
+    it("receive inside a user's coroutine.wrap within a wsuv coroutine", function()
+      local server = assert(wsuv.listen {
+        host = "127.0.0.1", port = 0,
+        on_connect = function(conn)
+          echo(conn)
+        end,
+      })
+      local got
+      wsuv.spawn(function()
+        local c = assert(wsuv.connect(("ws://127.0.0.1:%d/"):format(server.port)))
+        local gen = coroutine.wrap(function()
+          for i = 1, 3 do
+            c:send("m" .. i)
+            coroutine.yield((c:receive(5))) -- not ours: the loop runs here
+          end
+        end)
+        got = { gen(), gen(), gen() }
+        c:close()
+        server:close()
+      end)
+      assert.is_true(wsuv.run())
+      assert.are.same({ "m1", "m2", "m3" }, got)
+    end)
+
     it("run() reports coroutines waiting on something that cannot happen", function()
       local server = assert(wsuv.listen { host = "127.0.0.1", port = 0, on_connect = echo })
       local c = assert(wsuv.connect(("ws://127.0.0.1:%d/"):format(server.port)))

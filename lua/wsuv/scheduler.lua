@@ -26,6 +26,7 @@ local owned = setmetatable({}, { __mode = "k" }) -- our coroutines
 local waiting = {} -- co -> token of its wait (strong)
 local waiters = setmetatable({}, { __mode = "k" }) -- obj -> { co = token }
 local FOREVER = {} -- the token of a wait on nothing, without a deadline
+local running = coroutine.running
 local sleepers = {} -- tokens with a deadline, unsorted
 local runnable = {} -- { co, args } to start or continue
 local notified = {} -- Lua objects with news (see M.notify)
@@ -88,7 +89,10 @@ local function wake(co, token, obj, why)
     return
   end
   waiting[co] = nil
-  if obj then
+  -- Woken by its object, a coroutine nearly always waits on it again
+  -- (the next receive): it stays in the set, and a wake finding it there
+  -- while it waits on something else is ignored (its token differs).
+  if obj and why ~= "ready" then
     local set = waiters[obj]
     if set then
       set[co] = nil
@@ -192,7 +196,19 @@ local function pass(timeout, watch, watch_deadline)
       if obj == watch then
         hit = true
       end
-      wake_obj(obj)
+      -- wake_obj's one-waiter case inlined (once per message at 1 in flight)
+      local set = waiters[obj]
+      if set then
+        local co, token = next(set)
+        if co ~= nil and next(set, co) == nil then
+          if waiting[co] == token then
+            waiting[co] = nil
+            resume(co, "ready")
+          end
+        elseif co ~= nil then
+          wake_obj(obj)
+        end
+      end
     end
   end
   while #notified > 0 do
@@ -233,10 +249,19 @@ end
 -- one frame shallower (a coroutine's stack is most of its memory).
 M.POLL = POLL
 function M.park(obj)
-  if not M.in_scheduler() then
+  -- in_scheduler() and enlist() inlined: this runs for every message
+  -- that finds its connection's queue empty.
+  local co = current
+  if co == nil or (co ~= running() and not M.in_scheduler()) then
     return false
   end
-  enlist(current, obj, obj)
+  waiting[co] = obj
+  local set = waiters[obj]
+  if not set then
+    set = {}
+    waiters[obj] = set
+  end
+  set[co] = obj
   return true
 end
 
