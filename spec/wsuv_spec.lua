@@ -8,6 +8,17 @@ local default_on_error = sched.on_error
 
 local echo = H.echo
 
+-- A server on a free port whose handler echoes; returns it and its URL.
+local function echo_server()
+  local server = assert(wsuv.listen {
+    host = "127.0.0.1", port = 0,
+    on_connect = function(conn)
+      echo(conn)
+    end,
+  })
+  return server, ("ws://127.0.0.1:%d/"):format(server.port)
+end
+
 describe("wsuv scheduler", function()
   after_each(function()
     sched.on_error = default_on_error
@@ -225,13 +236,7 @@ describe("wsuv scheduler", function()
     end)
 
     it("a coroutine waiting on a second connection is not woken by the first", function()
-      local server = assert(wsuv.listen {
-        host = "127.0.0.1", port = 0,
-        on_connect = function(conn)
-          echo(conn)
-        end,
-      })
-      local url = ("ws://127.0.0.1:%d/"):format(server.port)
+      local server, url = echo_server()
       local got, done, a, b = {}, false, nil, nil
       wsuv.spawn(function() -- a failure closes both rather than hanging
         for _ = 1, 50 do
@@ -268,15 +273,10 @@ describe("wsuv scheduler", function()
     end)
 
     it("receive inside a user's coroutine.wrap within a wsuv coroutine", function()
-      local server = assert(wsuv.listen {
-        host = "127.0.0.1", port = 0,
-        on_connect = function(conn)
-          echo(conn)
-        end,
-      })
+      local server, url = echo_server()
       local got
       wsuv.spawn(function()
-        local c = assert(wsuv.connect(("ws://127.0.0.1:%d/"):format(server.port)))
+        local c = assert(wsuv.connect(url))
         local gen = coroutine.wrap(function()
           for i = 1, 3 do
             c:send("m" .. i)

@@ -249,19 +249,13 @@ end
 -- one frame shallower (a coroutine's stack is most of its memory).
 M.POLL = POLL
 function M.park(obj)
-  -- in_scheduler() and enlist() inlined: this runs for every message
+  -- in_scheduler()'s usual case inlined: this runs for every message
   -- that finds its connection's queue empty.
   local co = current
   if co == nil or (co ~= running() and not M.in_scheduler()) then
     return false
   end
-  waiting[co] = obj
-  local set = waiters[obj]
-  if not set then
-    set = {}
-    waiters[obj] = set
-  end
-  set[co] = obj
+  enlist(co, obj, obj)
   return true
 end
 
