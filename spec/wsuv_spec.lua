@@ -272,6 +272,33 @@ describe("wsuv scheduler", function()
       assert.are.same({ "a1", "b1", "a2", "a3" }, got)
     end)
 
+    it("two coroutines waiting on one connection each get a message", function()
+      local server, url = echo_server()
+      local c = assert(wsuv.connect(url))
+      local got = {}
+      for i = 1, 2 do
+        wsuv.spawn(function()
+          got[i] = c:receive() -- both park on c, no deadline
+        end)
+      end
+      wsuv.step()
+      c:send("x")
+      c:send("y")
+      wsuv.spawn(function()
+        for _ = 1, 50 do -- until both have one (or 5 s), then end the run
+          if got[1] and got[2] then
+            break
+          end
+          wsuv.sleep(0.1)
+        end
+        c:close()
+        server:close()
+      end)
+      assert.is_true(wsuv.run())
+      table.sort(got)
+      assert.are.same({ "x", "y" }, got)
+    end)
+
     it("receive inside a user's coroutine.wrap within a wsuv coroutine", function()
       local server, url = echo_server()
       local got

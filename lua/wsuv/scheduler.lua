@@ -25,6 +25,10 @@ local owned = setmetatable({}, { __mode = "k" }) -- our coroutines
 -- waits have no deadline, and then no table is made per wait.
 local waiting = {} -- co -> token of its wait (strong)
 local waiters = setmetatable({}, { __mode = "k" }) -- obj -> { co = token }
+-- obj -> the coroutine parked on it (M.park: no deadline, token obj), the
+-- usual single waiter of a connection: no set table per connection. It is
+-- left in place after a wake; waiting[co] ~= obj tells that it is stale.
+local parked = setmetatable({}, { __mode = "k" })
 local FOREVER = {} -- the token of a wait on nothing, without a deadline
 local running = coroutine.running
 local sleepers = {} -- tokens with a deadline, unsorted
@@ -102,6 +106,11 @@ local function wake(co, token, obj, why)
 end
 
 local function wake_obj(obj)
+  local p = parked[obj]
+  if p ~= nil and waiting[p] == obj then
+    waiting[p] = nil
+    resume(p, "ready")
+  end
   local set = waiters[obj]
   if not set then
     return
@@ -196,18 +205,13 @@ local function pass(timeout, watch, watch_deadline)
       if obj == watch then
         hit = true
       end
-      -- wake_obj's one-waiter case inlined (once per message at 1 in flight)
-      local set = waiters[obj]
-      if set then
-        local co, token = next(set)
-        if co ~= nil and next(set, co) == nil then
-          if waiting[co] == token then
-            waiting[co] = nil
-            resume(co, "ready")
-          end
-        elseif co ~= nil then
-          wake_obj(obj)
-        end
+      -- wake_obj's usual case inlined (once per message at 1 in flight)
+      local p = parked[obj]
+      if waiters[obj] then
+        wake_obj(obj)
+      elseif p ~= nil and waiting[p] == obj then
+        waiting[p] = nil
+        resume(p, "ready")
       end
     end
   end
@@ -255,7 +259,13 @@ function M.park(obj)
   if co == nil or (co ~= running() and not M.in_scheduler()) then
     return false
   end
-  enlist(co, obj, obj)
+  local p = parked[obj]
+  if p == nil or p == co or waiting[p] ~= obj then
+    parked[obj] = co
+    waiting[co] = obj
+  else
+    enlist(co, obj, obj) -- a second coroutine parked on obj
+  end
   return true
 end
 
