@@ -156,6 +156,31 @@ describe("wsuv scheduler", function()
     assert.is_true(after)
   end)
 
+  it("spawn_guarded runs the guard when the coroutine returns or raises", function()
+    local seen, reported = {}, false
+    sched.on_error = function()
+      reported = true
+    end
+    local function guard(value, ok, err)
+      seen[#seen + 1] = { value, ok, err }
+    end
+    sched.spawn_guarded(guard, "a", function(x)
+      wsuv.sleep(0.01)
+      assert(x == 1)
+    end, 1)
+    sched.spawn_guarded(guard, "b", function()
+      wsuv.sleep(0.02)
+      error("guarded failure")
+    end)
+    assert.is_true(wsuv.run())
+    assert.is_false(reported)
+    assert.are.equal(2, #seen)
+    assert.are.same({ "a", true }, { seen[1][1], seen[1][2] })
+    assert.are.same({ "b", false }, { seen[2][1], seen[2][2] })
+    assert.truthy(seen[2][3]:find("guarded failure", 1, true))
+    assert.truthy(seen[2][3]:find("stack traceback", 1, true))
+  end)
+
   it("a plain coroutine.yield() inside a wsuv coroutine just continues", function()
     local steps = {}
     wsuv.spawn(function()

@@ -19,7 +19,9 @@ local M = {}
 local POLL = {} -- the sentinel a waiting coroutine yields
 -- A waiting coroutine must stay reachable from here: nothing else may hold
 -- it, and a collected waiter would be a silently lost connection.
-local owned = setmetatable({}, { __mode = "k" }) -- our coroutines
+-- our coroutines: true, or the guard of a guarded one (M.spawn_guarded)
+local owned = setmetatable({}, { __mode = "k" })
+local guard_values = setmetatable({}, { __mode = "k" }) -- co -> its guard's value
 -- A wait's token: a table { co, obj, deadline } when it has a deadline
 -- (sleepers hold it), else the object waited on itself (or FOREVER): most
 -- waits have no deadline, and then no table is made per wait.
@@ -46,10 +48,26 @@ function M.on_error(co, err)
   io.stderr:write("wsuv: error in coroutine: ", debug.traceback(co, tostring(err)), "\n")
 end
 
-local function finish(co)
+-- Forgets a coroutine that ended; runs its guard, if any, with ok and
+-- the error (with the coroutine's traceback). Returns whether it had one.
+local function finish(co, ok, err)
+  local guard = owned[co]
   owned[co] = nil
   waiting[co] = nil
   live = live - 1
+  if guard == true then
+    return false
+  end
+  local value = guard_values[co]
+  guard_values[co] = nil
+  if not ok then
+    err = debug.traceback(co, tostring(err))
+  end
+  local gok, gerr = pcall(guard, value, ok, err)
+  if not gok then
+    io.stderr:write("wsuv: guard failed: ", tostring(gerr), "\n")
+  end
+  return true
 end
 
 local function resume(co, ...)
@@ -60,7 +78,9 @@ local function resume(co, ...)
   current = outer
   M.current = outer
   if not ok then
-    finish(co)
+    if finish(co, false, err) then
+      return -- the guard had the error
+    end
     local rok, rerr = pcall(M.on_error, co, err)
     if not rok then
       io.stderr:write("wsuv: error handler failed: ", tostring(rerr), "\n")
@@ -68,7 +88,7 @@ local function resume(co, ...)
   elseif err == POLL then
     return -- waiting: the usual case, no status check
   elseif coroutine.status(co) == "dead" then
-    finish(co)
+    finish(co, true)
   else
     -- A plain coroutine.yield() inside a wsuv coroutine: run it again soon.
     runnable[#runnable + 1] = { co, n = 0 }
@@ -84,7 +104,7 @@ function M.in_scheduler()
   if co == current then
     return true
   end
-  return co ~= nil and not ismain and (owned[co] or compat.transparent[co]) == true
+  return co ~= nil and not ismain and (owned[co] ~= nil or compat.transparent[co] == true)
 end
 
 -- obj: what the wait was on (nil for a sleep).
@@ -320,6 +340,24 @@ function M.spawn(fn, ...)
   runnable[#runnable + 1] = compat.pack(co, ...)
   runnable[#runnable].n = select("#", ...)
   return co
+end
+
+-- Like spawn; when fn returns or raises, guard(value, ok, err) runs outside
+-- the coroutine (err with the coroutine's traceback, and on_error is not
+-- called). A server's handler runs this way rather than inside xpcall: no
+-- frame stays under the handler, whose idle stack then fits Lua 5.4's
+-- first 40 slots (640 bytes less per connection than under xpcall).
+function M.spawn_guarded(guard, value, fn, ...)
+  local co = M.spawn(fn, ...)
+  owned[co] = guard
+  guard_values[co] = value
+  return co
+end
+
+-- Sets the guard of the running (owned) coroutine; see spawn_guarded.
+function M.guard(guard, value)
+  owned[current] = guard
+  guard_values[current] = value
 end
 
 -- Sleeps for s seconds (yields in a coroutine, runs the loop elsewhere).
