@@ -82,12 +82,19 @@ static void buf_release(wsuv_parser_t *p) {
   p->buf_len = p->buf_cap = 0;
 }
 
+static void ctrl_release(wsuv_parser_t *p) {
+  if (p->ctrl) wsuv__realloc(&p->cfg.alloc, p->ctrl, 0);
+  p->ctrl = NULL;
+}
+
 void wsuv_parser_free(wsuv_parser_t *p) {
   buf_release(p);
+  ctrl_release(p);
 }
 
 void wsuv_parser_trim(wsuv_parser_t *p) {
   if (!p->msg_opcode) buf_release(p); /* not in the middle of a message */
+  if (p->state != ST_CTRL) ctrl_release(p);
 }
 
 /* Makes room for n more bytes in p->buf, growing geometrically but never
@@ -252,6 +259,10 @@ static int ctrl_step(wsuv_parser_t *p, uint8_t *src, size_t avail, size_t *used,
   const uint8_t *data = src;
   size_t len = n;
   if (p->ctrl_len || n < p->frame_left) {
+    if (!p->ctrl) {
+      p->ctrl = wsuv__realloc(&p->cfg.alloc, NULL, WSUV_MAX_CONTROL_PAYLOAD);
+      if (!p->ctrl) return WSUV_ENOMEM;
+    }
     if (p->frame.masked)
       p->mask_pos = wsuv_mask_copy(p->ctrl + p->ctrl_len, src, n, p->frame.mask,
                                    p->mask_pos);

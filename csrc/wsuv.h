@@ -219,7 +219,9 @@ struct wsuv_parser_s {
   wsuv_utf8_t utf8;
   uint8_t *buf; /* reassembly storage (via cfg.alloc) */
   size_t buf_len, buf_cap;
-  uint8_t ctrl[WSUV_MAX_CONTROL_PAYLOAD];
+  uint8_t *ctrl; /* a control payload split across inputs is gathered
+                   here (WSUV_MAX_CONTROL_PAYLOAD bytes, allocated on the
+                   first split one, released by trim) */
   size_t ctrl_len;
 };
 

@@ -111,7 +111,7 @@ static void check_event(const wsuv_parser_t *p, const wsuv_event_t *ev,
     /* Data lives in the fed buffer or in the parser's own storage. */
     FUZZ_CHECK(in_range(ev->data, ev->len, in, in_len) ||
                in_range(ev->data, ev->len, p->buf, p->buf_cap) ||
-               in_range(ev->data, ev->len, p->ctrl, sizeof p->ctrl));
+               in_range(ev->data, ev->len, p->ctrl, WSUV_MAX_CONTROL_PAYLOAD));
   }
   switch (ev->type) {
   case WSUV_EV_PING:
@@ -171,7 +171,11 @@ static void check_event(const wsuv_parser_t *p, const wsuv_event_t *ev,
  * chunk bytes (0: all at once) and records what happened in t. */
 static void run(const wsuv_parser_config_t *base, int refuse, size_t chunk,
                 const uint8_t *data, size_t size, trace_t *t) {
-  track_t tr = {.limit = (size_t)base->max_message, .refuse = refuse};
+  /* The reassembly buffer stays within max_message; the buffer for a split
+   * control payload is WSUV_MAX_CONTROL_PAYLOAD whatever the limit. */
+  size_t limit = (size_t)base->max_message;
+  if (limit < WSUV_MAX_CONTROL_PAYLOAD) limit = WSUV_MAX_CONTROL_PAYLOAD;
+  track_t tr = {.limit = limit, .refuse = refuse};
   wsuv_parser_config_t cfg = *base;
   cfg.alloc.fn = track_alloc;
   cfg.alloc.ud = &tr;
@@ -213,7 +217,9 @@ static void run(const wsuv_parser_config_t *base, int refuse, size_t chunk,
       idle = r == 0 ? idle + 1 : 0;
       FUZZ_CHECK(idle < 4);
       pos += (size_t)r;
-      FUZZ_CHECK(tr.live <= tr.limit);
+      /* At most the reassembly buffer and the control payload buffer. */
+      FUZZ_CHECK(tr.live <=
+                 (size_t)base->max_message + WSUV_MAX_CONTROL_PAYLOAD);
     }
     free(buf);
     off += n;

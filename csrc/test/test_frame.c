@@ -833,6 +833,31 @@ static void test_memory(void) {
   CHECK(ev.fin && ev.len == 1000);
   CHECK_EQ_INT(cnt.allocs + cnt.reallocs, 0);
   wsuv_parser_free(&p);
+  /* A whole ping allocates nothing; one split across two inputs is
+   * gathered in a buffer made then and given back by trim. */
+  cnt = (counter_t){0};
+  c.stream = 0;
+  wsuv_parser_init(&p, &c);
+  CHECK_EQ_INT(FEED(&p, "\x89\x02hi", &ev), 4);
+  CHECK(ev.type == WSUV_EV_PING && ev.len == 2);
+  CHECK_EQ_INT(cnt.allocs + cnt.reallocs, 0);
+  CHECK_EQ_INT(FEED(&p, "\x89\x05he", &ev), 4);
+  CHECK(ev.type == WSUV_EV_NONE);
+  CHECK_EQ_INT(cnt.allocs, 1);
+  wsuv_parser_trim(&p); /* in the middle of it: kept */
+  CHECK_EQ_INT(cnt.frees, 0);
+  CHECK_EQ_INT(FEED(&p, "llo", &ev), 3);
+  CHECK(ev.type == WSUV_EV_PING && ev.len == 5);
+  CHECK_MEM(ev.data, "hello", 5);
+  wsuv_parser_trim(&p);
+  CHECK_EQ_INT(cnt.frees, 1);
+  wsuv_parser_free(&p);
+  CHECK_EQ_INT(cnt.frees, 1);
+  /* Without memory for it: ENOMEM. */
+  cnt = (counter_t){.fail = 1};
+  wsuv_parser_init(&p, &c);
+  CHECK_EQ_INT(FEED(&p, "\x89\x05he", &ev), WSUV_ENOMEM);
+  wsuv_parser_free(&p);
 }
 
 int main(void) {
