@@ -20,6 +20,7 @@ static const char *const phase_names[] = {
  * luaL_checkudata looks the metatable up by name and compares. */
 #define KIND_TEXT   lua_upvalueindex(1)
 #define KIND_BINARY lua_upvalueindex(2)
+#define STR_AGAIN   lua_upvalueindex(3)
 
 static wsuv_lconn_t *check_conn(lua_State *L) {
   wsuv_lconn_t *b = lua_touserdata(L, 1); /* light userdata: length 0 */
@@ -258,7 +259,7 @@ static int l_conn_try_receive(lua_State *L) {
     wsuv__release_close(b->c); /* Everything before the close was read. */
   if (conn_done(b)) return push_closed(L, b);
   lua_pushnil(L);
-  lua_pushliteral(L, "again");
+  lua_pushvalue(L, STR_AGAIN); /* once per wait: no interning lookup */
   return 2;
 }
 
@@ -1023,7 +1024,8 @@ static const luaL_Reg server_methods[] = {{"try_accept", l_server_try_accept},
                                           {"set_tls", l_server_set_tls},
                                           {NULL, NULL}};
 
-/* Every method gets the kind names as upvalues (KIND_TEXT, KIND_BINARY):
+/* Every method gets the kind names and "again" as upvalues (KIND_TEXT,
+ * KIND_BINARY, STR_AGAIN):
  * pushing a string by value skips lua_pushstring's interning lookup. */
 static void new_class(lua_State *L, const char *name, const luaL_Reg *methods,
                       lua_CFunction gc, lua_CFunction tostring) {
@@ -1033,7 +1035,8 @@ static void new_class(lua_State *L, const char *name, const luaL_Reg *methods,
   lua_newtable(L);
   lua_pushliteral(L, "text");
   lua_pushliteral(L, "binary");
-  luaL_setfuncs(L, methods, 2);
+  lua_pushliteral(L, "again");
+  luaL_setfuncs(L, methods, 3);
   lua_setfield(L, -2, "__index");
   if (gc) {
     lua_pushcfunction(L, gc);
