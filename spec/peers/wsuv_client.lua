@@ -11,25 +11,7 @@
 -- and "VMHWM <kB before connecting> <kB at the end>" (peak resident set
 -- size, /proc/self/status). Exits 0.
 local wsuv = require "wsuv"
-
-local function compression_of(spec)
-  if spec == nil or spec == "off" then
-    return nil
-  end
-  if spec == "on" then
-    return true
-  end
-  local t = {}
-  for item in spec:gmatch("[^,]+") do
-    local k, v = item:match("^%s*([%w_]+)%s*=%s*(%d+)%s*$")
-    if k then
-      t[k] = tonumber(v)
-    else
-      t[item:match("^%s*(.-)%s*$")] = true
-    end
-  end
-  return t
-end
+local P = dofile((arg[0]:match("^(.*/)") or "./") .. "peer_opts.lua")
 
 local function hwm()
   local f = io.open("/proc/self/status")
@@ -41,26 +23,16 @@ local function hwm()
 end
 
 local url = arg[1]
-local opts = { timeout = 5 }
-local i = 2
-while arg[i] do
-  local k, v = arg[i], arg[i + 1]
-  if k == "--compression" then
-    opts.compression = compression_of(v)
-  elseif k == "--max-message" then
-    opts.max_message = tonumber(v)
-  elseif k == "--timeout" then
-    opts.timeout = tonumber(v)
-  elseif k == "--header" then
-    opts.headers = opts.headers or {}
+local opts = P.parse(2, { timeout = 5 }, {
+  ["--compression"] = P.compression,
+  ["--max-message"] = P.number("max_message"),
+  ["--timeout"] = P.number("timeout"),
+  ["--header"] = function(o, v)
+    o.headers = o.headers or {}
     local name, value = v:match("^([^=]+)=(.*)$")
-    opts.headers[name] = value
-  else
-    io.stderr:write("wsuv_client.lua: unknown option ", tostring(k), "\n")
-    os.exit(2)
-  end
-  i = i + 2
-end
+    o.headers[name] = value
+  end,
+}, "wsuv_client.lua")
 
 local before = hwm()
 local conn, err, code = wsuv.connect(url, opts)

@@ -14,46 +14,15 @@
 -- "none". When a connection ends it prints
 -- "END <close code> <received> <sent>" (counts from conn:compression()).
 local wsuv = require "wsuv"
+local P = dofile((arg[0]:match("^(.*/)") or "./") .. "peer_opts.lua")
 
-local function compression_of(spec)
-  if spec == nil or spec == "off" then
-    return nil
-  end
-  if spec == "on" then
-    return true
-  end
-  local t = {}
-  for item in spec:gmatch("[^,]+") do
-    local k, v = item:match("^%s*([%w_]+)%s*=%s*(%d+)%s*$")
-    if k then
-      t[k] = tonumber(v)
-    else
-      t[item:match("^%s*(.-)%s*$")] = true
-    end
-  end
-  return t
-end
-
-local opts = { port = 0, lifetime = 600 }
-local i = 1
-while arg[i] do
-  local k, v = arg[i], arg[i + 1]
-  if k == "--port" then
-    opts.port = tonumber(v)
-  elseif k == "--compression" then
-    opts.compression = compression_of(v)
-  elseif k == "--max-message" then
-    opts.max_message = tonumber(v)
-  elseif k == "--max-frame" then
-    opts.max_frame = tonumber(v)
-  elseif k == "--lifetime" then
-    opts.lifetime = tonumber(v)
-  else
-    io.stderr:write("wsuv_server.lua: unknown option ", tostring(k), "\n")
-    os.exit(2)
-  end
-  i = i + 2
-end
+local opts = P.parse(1, { port = 0, lifetime = 600 }, {
+  ["--port"] = P.number("port"),
+  ["--compression"] = P.compression,
+  ["--max-message"] = P.number("max_message"),
+  ["--max-frame"] = P.number("max_frame"),
+  ["--lifetime"] = P.number("lifetime"),
+}, "wsuv_server.lua")
 
 local function counts(conn)
   local c = conn:compression()
