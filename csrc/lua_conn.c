@@ -714,7 +714,7 @@ static void read_pmd(lua_State *L, int idx, wsuv_pmd_options_t *o) {
     luaL_error(L, "option 'compression' must be a boolean or a table");
   }
   lua_pop(L, 1);
-  char offer[160];
+  char offer[WSUV_PMD_EXT_MAX];
   if (wsuv_pmd_offer(o, offer, sizeof(offer)) < 0)
     luaL_error(L, "option 'compression': window bits must be 8..15, level "
                   "and mem_level 1..9");

@@ -1220,7 +1220,7 @@ int wsuv__connect(wsuv_loop_t *l, const char *host, int port,
                   SSL_CTX *tls_ctx, const char *servername,
                   const wsuv_pmd_options_t *pmd, wsuv_tconn_t **out) {
   wsuv_client_request_t offer_req = *req_in, *req = &offer_req;
-  char offer[160];
+  char offer[WSUV_PMD_EXT_MAX];
   if (pmd && pmd->enabled) {
     ssize_t n = wsuv_pmd_offer(pmd, offer, sizeof(offer));
     if (n < 0) return (int)n;
@@ -1316,7 +1316,7 @@ int wsuv__accept(wsuv_tconn_t *c, const char *protocol, const char *extensions,
   if (st != 0) return WSUV_ESTATE; /* Not an upgrade: respond() is the way. */
   wsuv_pmd_params_t agreed;
   const wsuv_pmd_options_t *pmd_opts = NULL;
-  char ext[160];
+  char ext[WSUV_PMD_EXT_MAX];
   int pmd = 0;
   if (!extensions && c->server && c->server->opts.pmd.enabled) {
     pmd_opts = &c->server->opts.pmd;

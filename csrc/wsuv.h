@@ -387,23 +387,27 @@ typedef struct {
                        0: WSUV_PMD_DEFAULT_THRESHOLD (1: compress all) */
 } wsuv_pmd_options_t;
 
+/* Room for any response or offer wsuv_pmd_negotiate/wsuv_pmd_offer write,
+ * with its NUL: all four parameters with values come to 128 characters. */
+#define WSUV_PMD_EXT_MAX 160
+
 /* Server side. Reads every Sec-WebSocket-Extensions header of req, skips
  * other extensions and permessage-deflate offers with unknown, duplicate or
  * malformed parameters (RFC 7692 5 and 7.1), and accepts the first offer it
  * can honour under opt. On acceptance fills *agreed and writes the response
- * header value, NUL-terminated, into response_ext (cap bytes; 128 always
- * suffice), e.g. "permessage-deflate; client_max_window_bits=10". Returns 1
- * when accepted, 0 when declined (response_ext is then ""; send no
- * extension header), WSUV_ENOBUFS when cap is too small, WSUV_EINVAL for
- * options out of range. */
+ * header value, NUL-terminated, into response_ext (cap bytes;
+ * WSUV_PMD_EXT_MAX always suffices), e.g. "permessage-deflate;
+ * client_max_window_bits=10". Returns 1 when accepted, 0 when declined
+ * (response_ext is then ""; send no extension header), WSUV_ENOBUFS when cap is
+ * too small, WSUV_EINVAL for options out of range. */
 WSUV_EXTERN int wsuv_pmd_negotiate(const wsuv_http_head_t *req,
                                    const wsuv_pmd_options_t *opt,
                                    wsuv_pmd_params_t *agreed,
                                    char *response_ext, size_t cap);
 
 /* Client side. Writes the offer for opt, NUL-terminated, into out (cap
- * bytes; 128 always suffice), always with client_max_window_bits so that
- * the server may limit our window. Returns its length (0 and "" when
+ * bytes; WSUV_PMD_EXT_MAX always suffices), always with client_max_window_bits
+ * so that the server may limit our window. Returns its length (0 and "" when
  * opt->enabled is 0), WSUV_ENOBUFS or WSUV_EINVAL. */
 WSUV_EXTERN ssize_t wsuv_pmd_offer(const wsuv_pmd_options_t *opt, char *out,
                                    size_t cap);

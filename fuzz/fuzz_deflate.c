@@ -375,7 +375,7 @@ static void negotiation(uint8_t conf, const uint8_t *p, size_t n) {
       head_from(text, sizeof text, "GET / HTTP/1.1\r\nHost: x\r\n", p, n);
   if (wsuv_http_parse_request(text, len, sizeof text, &h) > 0) {
     wsuv_pmd_params_t ag;
-    char resp[128];
+    char resp[WSUV_PMD_EXT_MAX];
     int r = wsuv_pmd_negotiate(&h, &opt, &ag, resp, sizeof resp);
     FUZZ_CHECK(r == 0 || r == 1);
     FUZZ_CHECK(r == 1 || resp[0] == '\0');

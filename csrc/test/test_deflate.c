@@ -352,7 +352,7 @@ static void test_server_negotiation(void) {
     head_t h;
     request_with(&h, t->exts);
     wsuv_pmd_params_t ag = {0};
-    char resp[128] = "junk";
+    char resp[WSUV_PMD_EXT_MAX] = "junk";
     int r = wsuv_pmd_negotiate(&h.head, &t->opt, &ag, resp, sizeof resp);
     CHECK_EQ_INT(r, t->result);
     if (r != t->result || strcmp(resp, t->response) != 0)
@@ -372,6 +372,22 @@ static void test_server_negotiation(void) {
   CHECK_EQ_INT(wsuv_pmd_negotiate(&h.head, &on, &ag, exact, sizeof exact), 1);
   CHECK_EQ_INT(wsuv_pmd_negotiate(&h.head, &on, &ag, exact, 18), WSUV_ENOBUFS);
   CHECK_EQ_INT(wsuv_pmd_negotiate(&h.head, NULL, &ag, exact, sizeof exact), 0);
+  /* The longest response (the fuzzer found it: 128 bytes were documented as
+   * enough): all four parameters, 128 characters and the NUL. */
+  request_with(&h, (const char *const[]){"permessage-deflate; "
+                                         "client_max_window_bits=10; "
+                                         "server_no_context_takeover",
+                                         NULL});
+  wsuv_pmd_options_t all = {.enabled = 1,
+                            .client_no_context_takeover = 1,
+                            .server_max_window_bits = 10};
+  char longest[WSUV_PMD_EXT_MAX];
+  CHECK_EQ_INT(wsuv_pmd_negotiate(&h.head, &all, &ag, longest, sizeof longest),
+               1);
+  CHECK_EQ_INT(strlen(longest), 128);
+  CHECK_EQ_INT(wsuv_pmd_negotiate(&h.head, &all, &ag, longest, 128),
+               WSUV_ENOBUFS);
+  request_with(&h, (const char *const[]){"permessage-deflate", NULL});
   wsuv_pmd_options_t bad = {.enabled = 1, .server_max_window_bits = 7};
   CHECK_EQ_INT(wsuv_pmd_negotiate(&h.head, &bad, &ag, exact, sizeof exact),
                WSUV_EINVAL);
