@@ -14,14 +14,15 @@ static const char *const phase_names[] = {
     "connecting", "connecting", "handshake", "request",
     "open",       "closing",    "closed"};
 
-/* Every method call checks its argument. A full userdata of exactly our
- * size carrying our tag is one of ours (only C can write a userdata's
- * bytes, and only this file writes the tag): two API calls, where
- * luaL_checkudata looks the metatable up by name and compares. */
+/* Upvalues of every method (see new_class). */
 #define KIND_TEXT   lua_upvalueindex(1)
 #define KIND_BINARY lua_upvalueindex(2)
 #define STR_AGAIN   lua_upvalueindex(3)
 
+/* Every method call checks its argument. A full userdata of exactly our
+ * size carrying our tag is one of ours (only C can write a userdata's
+ * bytes, and only this file writes the tag): two API calls, where
+ * luaL_checkudata looks the metatable up by name and compares. */
 static wsuv_lconn_t *check_conn(lua_State *L) {
   wsuv_lconn_t *b = lua_touserdata(L, 1); /* light userdata: length 0 */
   if (b && lua_rawlen(L, 1) == sizeof(*b) && b->magic == WSUV_LCONN_MAGIC) {
@@ -1024,9 +1025,9 @@ static const luaL_Reg server_methods[] = {{"try_accept", l_server_try_accept},
                                           {"set_tls", l_server_set_tls},
                                           {NULL, NULL}};
 
-/* Every method gets the kind names and "again" as upvalues (KIND_TEXT,
- * KIND_BINARY, STR_AGAIN):
- * pushing a string by value skips lua_pushstring's interning lookup. */
+/* Every method gets "text", "binary" and "again" as upvalues (KIND_TEXT,
+ * KIND_BINARY, STR_AGAIN): pushing a string by value skips
+ * lua_pushstring's interning lookup, once per message. */
 static void new_class(lua_State *L, const char *name, const luaL_Reg *methods,
                       lua_CFunction gc, lua_CFunction tostring) {
   luaL_newmetatable(L, name);

@@ -94,10 +94,12 @@ int wsuv_conn_init(wsuv_conn_t *c, const wsuv_conn_config_t *cfg) {
 }
 
 #define OWED_PONG  0
-#define OWED_CLOSE 125
+#define OWED_CLOSE WSUV_MAX_CONTROL_PAYLOAD
 
 static uint8_t *owed_buf(wsuv_conn_t *c) {
-  if (!c->owed) c->owed = wsuv__realloc(&c->parser.cfg.alloc, NULL, 250);
+  if (!c->owed)
+    c->owed =
+        wsuv__realloc(&c->parser.cfg.alloc, NULL, 2 * WSUV_MAX_CONTROL_PAYLOAD);
   return c->owed;
 }
 

@@ -194,6 +194,36 @@ describe("wsuv server", function()
       assert.are.equal(2, checks)
     end)
 
+    it("requests whose check hooks wait are decided side by side", function()
+      local _, base = listen {
+        check = function()
+          wsuv.sleep(0.3)
+          return true
+        end,
+      }
+      local opened, n = {}, 0
+      local t0 = wsuv.now()
+      for i = 1, 5 do
+        wsuv.spawn(function()
+          opened[i] = assert(connect(base))
+          n = n + 1
+        end)
+      end
+      assert.is_true(H.wait_until(wsuv, function()
+        return n == 5
+      end, 10))
+      -- One after another would take 1.5 s.
+      assert.is_true(wsuv.now() - t0 < 1.2, "checks ran one after another")
+      for i = 1, 5 do
+        opened[i]:send("c" .. i)
+        assert.are.equal("c" .. i, (opened[i]:receive(5)))
+      end
+      -- A later request is decided too (on Lua 5.4 by an idle decider).
+      local late = assert(connect(base))
+      late:send("late")
+      assert.are.equal("late", (late:receive(5)))
+    end)
+
     it("a check hook that raises refuses with 500", function()
       local _, base = listen {
         check = function()

@@ -234,13 +234,9 @@ end
 
 -- ok, code, reason = conn:close([code[, reason]]): runs the closing
 -- handshake (bounded by close_timeout) and returns the peer's code.
-function Conn:close(code, reason)
-  if code ~= nil and type(code) ~= "number" then
-    error("close: code must be a number", 2)
-  end
-  if reason ~= nil and type(reason) ~= "string" then
-    error("close: reason must be a string", 2)
-  end
+-- close without the wait: answers, starts the closing handshake or drops
+-- the socket, whichever the state calls for, and writes it out.
+local function begin_close(self, code, reason)
   local st = self:state()
   if st == "request" then
     self:respond(503, nil, "closed")
@@ -248,10 +244,20 @@ function Conn:close(code, reason)
     -- "closing" may be a peer's close whose reply waits until we have read
     -- what came before it: closing means we are done reading, so answer.
     self:start_close(code or 1000, reason or "")
-  elseif st ~= "closed" and st ~= "closing" then
+  elseif st ~= "closed" then
     self:abort()
   end
   after_send(self)
+end
+
+function Conn:close(code, reason)
+  if code ~= nil and type(code) ~= "number" then
+    error("close: code must be a number", 2)
+  end
+  if reason ~= nil and type(reason) ~= "string" then
+    error("close: reason must be a string", 2)
+  end
+  begin_close(self, code, reason)
   while self:state() ~= "closed" do
     sched.wait(self)
   end
@@ -345,6 +351,8 @@ end
 function M.set_request(conn, request)
   requests[conn] = request
 end
+
+M.begin_close = begin_close
 
 -- Waits until a client connection is open; returns conn or nil, msg, code,
 -- response (the server's refusal: status, reason, headers, body).

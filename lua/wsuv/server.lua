@@ -5,7 +5,8 @@
 --   subprotocol, authentication, plain HTTP answers) is Lua, run in its own
 --   coroutine per request so a check may wait on another service.
 -- * One coroutine per connection: on_connect(conn) runs in the coroutine
---   that accepted it, and the connection is closed when it returns.
+--   that decided its request (on Lua 5.4 in a fresh one, see handle), and
+--   the connection is closed when it returns.
 -- * broadcast encodes once and pins the payload once for every receiver.
 -- * close() is graceful and bounded: 1001 to every client, then wait.
 local core = require "wsuv.core"
@@ -64,18 +65,16 @@ local function respond(c, status, headers, body)
   return false
 end
 
--- Runs when a connection's handler has returned (ok) or raised: closes
--- the connection without waiting (1011 after an error), as the handler's
--- coroutine has ended.
+-- The guard of a connection's handler (sched.spawn_guarded): once it has
+-- returned, close as conn:close would but without waiting, as its
+-- coroutine has ended; after an error, 1011 if still open.
 local function handler_done(c, ok, err)
-  if not ok then
-    io.stderr:write("wsuv: error in on_connect: ", tostring(err), "\n")
+  if ok then
+    return conn_mod.begin_close(c, 1000, "")
   end
-  local st = c:state()
-  if st == "open" or (ok and st == "closing") then
-    c:start_close(ok and 1000 or 1011, ok and "" or "internal error")
-  elseif ok and st ~= "closed" and st ~= "closing" then
-    c:abort()
+  io.stderr:write("wsuv: error in on_connect: ", tostring(err), "\n")
+  if c:state() == "open" then
+    c:start_close(1011, "internal error")
   end
 end
 
@@ -126,8 +125,6 @@ local function decide(self, c)
   return c:accept(protocol, nil, opts.response_headers)
 end
 
--- Decides a connection's request in its own coroutine, then starts the
--- handler in a fresh one (the handshake's locals and stack die here).
 -- Where a handler runs. Lua 5.4 never shrinks a coroutine's stack below
 -- 3x what is in use, so a handler in the coroutine that decided (hooks, C
 -- calls) keeps 1,360 bytes of stack per idle connection instead of 720:
