@@ -321,6 +321,8 @@ static unsigned check_opcode(lua_State *L, int idx) {
 static int send_error(lua_State *L, int err) {
   if (err == WSUV_EBUFFULL) return wsuv__lua_push_error(L, err, "buffer full");
   if (err == WSUV_ECLOSED) return wsuv__lua_push_error(L, err, "closed");
+  if (err == WSUV_ESTATE)
+    return wsuv__lua_push_error(L, err, "a streamed message is unfinished");
   return wsuv__lua_push_error(L, err, NULL);
 }
 
@@ -909,15 +911,22 @@ static int l_server_broadcast(lua_State *L) {
     return luaL_argerror(L, 2, "text is not valid UTF-8");
   lua_Integer sent = 0, skipped = 0;
   lpin_t *pin = len >= 4096 ? pin_string(L, b->ll, 2) : NULL;
+  /* One encoding for every receiver: broadcasts are never compressed. */
+  wsuv_shared_frame_t f;
+  int err = b->s
+                ? wsuv__share_frame(&b->ll->loop, opcode, (const uint8_t *)data,
+                                    len, pin ? &pin->base : NULL, &f)
+                : 0;
+  if (err) {
+    pin_drop(pin);
+    return wsuv__lua_push_error(L, err, NULL);
+  }
   wsuv_tconn_t *next;
-  for (wsuv_tconn_t *c = b->ll->loop.conns; c; c = next) {
+  for (wsuv_tconn_t *c = b->ll->loop.conns; c && b->s; c = next) {
     next = c->next;
-    if (!b->s || c->server != b->s || c->phase != WSUV_PHASE_OPEN ||
-        !c->obj.data)
+    if (c->server != b->s || c->phase != WSUV_PHASE_OPEN || !c->obj.data)
       continue;
-    /* One encoding for every receiver: broadcasts are never compressed. */
-    int err = wsuv__send(c, opcode, WSUV_FIN, (const uint8_t *)data, len,
-                         pin ? &pin->base : NULL, 1);
+    err = wsuv__send_shared(c, &f);
     if (err == 0) {
       sent++;
       continue;

@@ -284,33 +284,42 @@ static wsuv_seg_t *out_segs(wsuv_tconn_t *c, wsuv_seg_t *one) {
   return one;
 }
 
-static int seg_push(wsuv_tconn_t *c, const uint8_t *ptr, size_t off, size_t len,
-                    wsuv_pin_t *pin) {
-  if (len == 0) return 0;
+/* Makes room for n more segments in the list. */
+static int seg_room(wsuv_tconn_t *c, size_t n) {
   if (!c->segs) {
-    if (!ptr) {
-      c->nsegs = 1; /* out[] grows at its end: still one range */
-      return 0;
-    }
     c->segs = malloc(8 * sizeof(*c->segs));
     if (!c->segs) return WSUV_ENOMEM;
     c->segs_cap = 8;
     if (c->nsegs) c->segs[0] = (wsuv_seg_t){.off = 0, .len = c->out_len};
   }
-  if (!ptr && c->nsegs) {
+  if (c->segs_cap - c->nsegs >= n) return 0;
+  size_t cap = c->segs_cap * 2;
+  while (cap - c->nsegs < n)
+    cap *= 2;
+  wsuv_seg_t *s = realloc(c->segs, cap * sizeof(*s));
+  if (!s) return WSUV_ENOMEM;
+  c->segs = s;
+  c->segs_cap = cap;
+  return 0;
+}
+
+static int seg_push(wsuv_tconn_t *c, const uint8_t *ptr, size_t off, size_t len,
+                    wsuv_pin_t *pin) {
+  if (len == 0) return 0;
+  if (!c->segs && !ptr) {
+    c->nsegs = 1; /* out[] grows at its end: still one range */
+    return 0;
+  }
+  if (c->segs && c->nsegs) {
     wsuv_seg_t *last = &c->segs[c->nsegs - 1];
-    if (!last->ptr && last->off + last->len == off) {
-      last->len += len; /* Contiguous bytes in out[]: one segment. */
+    /* Contiguous bytes in out[], or in one pinned buffer: one segment. */
+    if (!ptr ? !last->ptr && last->off + last->len == off
+             : last->ptr && last->pin == pin && last->ptr + last->len == ptr) {
+      last->len += len;
       return 0;
     }
   }
-  if (c->nsegs == c->segs_cap) {
-    size_t cap = c->segs_cap ? c->segs_cap * 2 : 8;
-    wsuv_seg_t *s = realloc(c->segs, cap * sizeof(*s));
-    if (!s) return WSUV_ENOMEM;
-    c->segs = s;
-    c->segs_cap = cap;
-  }
+  if (seg_room(c, 1) != 0) return WSUV_ENOMEM;
   c->segs[c->nsegs++] =
       (wsuv_seg_t){.ptr = ptr, .off = off, .len = len, .pin = pin};
   if (pin) pin->refs++;
@@ -656,6 +665,79 @@ int wsuv__send(wsuv_tconn_t *c, unsigned opcode, unsigned flags,
   }
   mark_dirty(c);
   return err;
+}
+
+/* ---- Broadcast --------------------------------------------------------- */
+
+/* Frames encoded once for many connections live in an arena the loop owns
+ * and every receiver's write pins. Consecutive broadcasts of a pass sit side
+ * by side in it, so a receiver's frames stay one segment, with no copy on
+ * our side. Once no write holds the arena, the next broadcast starts over
+ * at its beginning: one allocation serves pass after pass. */
+#define ARENA_SIZE (64u << 10)
+
+typedef struct arena_s {
+  wsuv_pin_t base;
+  size_t len, cap;
+  uint8_t data[];
+} arena_t;
+
+static void arena_release(wsuv_pin_t *p) {
+  free(p);
+}
+
+void wsuv__arena_trim(wsuv_loop_t *l) {
+  arena_t *a = l->arena;
+  l->arena = NULL;
+  if (a && --a->base.refs == 0) arena_release(&a->base);
+}
+
+int wsuv__share_frame(wsuv_loop_t *l, unsigned opcode, const uint8_t *data,
+                      size_t len, wsuv_pin_t *pin, wsuv_shared_frame_t *f) {
+  int separate = pin && len >= PIN_MIN;
+  size_t need = WSUV_MAX_FRAME_HEADER + (separate ? 0 : len);
+  arena_t *a = l->arena;
+  if (a && a->base.refs == 1) a->len = 0; /* no write holds it */
+  if (!a || a->cap - a->len < need) {
+    wsuv__arena_trim(l);
+    size_t cap = need > ARENA_SIZE ? need : ARENA_SIZE;
+    a = malloc(sizeof(*a) + cap);
+    if (!a) return WSUV_ENOMEM;
+    a->base = (wsuv_pin_t){.refs = 1, .release = arena_release};
+    a->len = 0;
+    a->cap = cap;
+    l->arena = a;
+  }
+  uint8_t *dst = a->data + a->len;
+  size_t h = wsuv_frame_build_header(dst, WSUV_FIN, opcode, len, NULL);
+  if (!separate && len) memcpy(dst + h, data, len);
+  *f = (wsuv_shared_frame_t){.opcode = opcode,
+                             .head = dst,
+                             .head_len = h + (separate ? 0 : len),
+                             .head_pin = &a->base,
+                             .body = separate ? data : NULL,
+                             .body_len = separate ? len : 0,
+                             .body_pin = separate ? pin : NULL};
+  a->len += f->head_len;
+  return 0;
+}
+
+int wsuv__send_shared(wsuv_tconn_t *c, const wsuv_shared_frame_t *f) {
+  if (c->phase != WSUV_PHASE_OPEN)
+    return c->phase > WSUV_PHASE_OPEN ? WSUV_ECLOSED : WSUV_ESTATE;
+  if (c->ws.close_sent) return WSUV_ECLOSED;
+  if (c->ws.streaming) return WSUV_ESTATE; /* RFC 6455 5.4 */
+  size_t total = f->head_len + f->body_len;
+  if (total > c->lim->max_queued || c->queued > c->lim->max_queued - total)
+    return WSUV_EBUFFULL;
+  if (seg_room(c, 2) != 0) return WSUV_ENOMEM; /* both segments or none */
+  if (!c->defer_close) queue_owed(c);
+  seg_push(c, f->head, 0, f->head_len, f->head_pin);
+  seg_push(c, f->body, 0, f->body_len, f->body_pin);
+  c->queued += total;
+  c->last_activity = uv_now(c->loop->uv);
+  mark_dirty(c);
+  return 0;
 }
 
 int wsuv__close(wsuv_tconn_t *c, int code, const char *reason, size_t len) {
@@ -1557,4 +1639,7 @@ void wsuv__sweep(wsuv_loop_t *l) {
   /* Half the spare output buffers each sweep (100 ms): a burst's go back
    * within a second, a steady load keeps about what it uses. */
   wsuv__spare_trim(l, l->nspare / 2);
+  /* A broadcast arena no write holds is let go: one after a big message
+   * stays no longer than this. */
+  if (l->arena && l->arena->base.refs == 1) wsuv__arena_trim(l);
 }

@@ -67,6 +67,7 @@ struct wsuv_loop_s {
   void *tls_cache; /* client SSL_CTXs by options (uv_tls.c) */
   uint8_t **spare; /* output buffers of OUT_POOLED bytes, for reuse */
   size_t nspare;
+  struct arena_s *arena; /* broadcast frames (uv_conn.c), or NULL */
 };
 
 typedef enum {
@@ -231,6 +232,23 @@ int wsuv__connect(wsuv_loop_t *l, const char *host, int port,
  * frames are compressed unless plain is set (on a message's first frame). */
 int wsuv__send(wsuv_tconn_t *c, unsigned opcode, unsigned flags,
                const uint8_t *data, size_t len, wsuv_pin_t *pin, int plain);
+/* A frame encoded once for many connections (broadcast): unfragmented,
+ * uncompressed, server role. Its bytes (the payload too, unless it is big and
+ * pinned) live in the loop's arena. */
+typedef struct {
+  unsigned opcode;
+  const uint8_t *head, *body; /* body: the pinned payload, or NULL */
+  size_t head_len, body_len;
+  wsuv_pin_t *head_pin, *body_pin;
+} wsuv_shared_frame_t;
+/* Encodes f; valid until control returns to the loop. pin, when not NULL,
+ * lends a big payload as wsuv__send does. */
+int wsuv__share_frame(wsuv_loop_t *l, unsigned opcode, const uint8_t *data,
+                      size_t len, wsuv_pin_t *pin, wsuv_shared_frame_t *f);
+/* Queues f on c. WSUV_ESTATE: c is in the middle of a fragmented message. */
+int wsuv__send_shared(wsuv_tconn_t *c, const wsuv_shared_frame_t *f);
+/* Lets go of the loop's broadcast arena (writes may still hold it). */
+void wsuv__arena_trim(wsuv_loop_t *l);
 /* Starts the closing handshake (code 0: no code). */
 int wsuv__close(wsuv_tconn_t *c, int code, const char *reason, size_t len);
 /* Closes the socket now, without a closing handshake. */

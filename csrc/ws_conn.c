@@ -441,8 +441,12 @@ ssize_t wsuv_conn_build_header(wsuv_conn_t *c, uint8_t *out, unsigned opcode,
   if (c->close_sent) return WSUV_ECLOSED;
   switch (opcode) {
   case WSUV_OP_CONT:
+    if (!c->streaming) return WSUV_EINVAL;
+    break;
   case WSUV_OP_TEXT:
   case WSUV_OP_BINARY:
+    /* RFC 6455 5.4: no other message inside a fragmented one. */
+    if (c->streaming) return WSUV_ESTATE;
     break;
   case WSUV_OP_CLOSE:
   case WSUV_OP_PING:
@@ -465,6 +469,7 @@ ssize_t wsuv_conn_build_header(wsuv_conn_t *c, uint8_t *out, unsigned opcode,
     c->genmask(c->genmask_ud, mask);
     key = mask;
   }
+  if (opcode < WSUV_OP_CLOSE) c->streaming = !(flags & WSUV_FIN);
   if (opcode == WSUV_OP_CLOSE) {
     c->close_sent = 1;
     if (c->state == WSUV_STATE_OPEN) c->state = WSUV_STATE_CLOSING;

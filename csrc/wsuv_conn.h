@@ -60,6 +60,7 @@ typedef struct {
   uint8_t pong_len_set;   /* a pong is owed (payload at owed[0]) */
   uint8_t pong_len;
   uint8_t close_len; /* close frame owed: payload length + 1, or 0 */
+  uint8_t streaming; /* a data message we send is started and not finished */
   /* Payloads of the owed pong (owed[0..125)) and close (owed[125..250)),
    * allocated only while a frame is owed: an idle connection holds none. */
   uint8_t *owed;
@@ -122,8 +123,11 @@ WSUV_EXTERN size_t wsuv_conn_take_output(wsuv_conn_t *c, uint8_t *out,
  * Returns the header length; WSUV_ECLOSED once a close frame was sent
  * (a close that is only owed does not stop data: take it when done);
  * WSUV_EINVAL for a control frame over 125 bytes or unfragmented, an
- * unknown opcode, RSV2/RSV3, or RSV1 other than on a TEXT/BINARY frame of a
- * connection with permessage-deflate. Sending a close frame this way moves
+ * unknown opcode, RSV2/RSV3, RSV1 other than on a TEXT/BINARY frame of a
+ * connection with permessage-deflate, or a CONTINUATION frame with no
+ * message started; WSUV_ESTATE for a TEXT/BINARY frame while a message
+ * started without FIN is unfinished (RFC 6455 5.4: its frames may only be
+ * interleaved with control frames). Sending a close frame this way moves
  * the state on. */
 WSUV_EXTERN ssize_t wsuv_conn_build_header(wsuv_conn_t *c, uint8_t *out,
                                            unsigned opcode, unsigned flags,

@@ -31,6 +31,27 @@ local function wait_for(cond, timeout)
   assert.is_true(H.wait_until(wsuv, cond, timeout or 10), "condition not reached in time")
 end
 
+-- A server whose handlers only hold their connections, and two clients:
+-- held[1] is c1's connection on the server, held[2] c2's.
+local function two_held_clients()
+  local held = {}
+  local s, base = listen({
+    on_connect = function(c)
+      held[#held + 1] = c
+      c:receive()
+    end,
+  })
+  local c1 = assert(connect(base))
+  wait_for(function()
+    return #held == 1
+  end)
+  local c2 = assert(connect(base))
+  wait_for(function()
+    return #held == 2
+  end)
+  return s, c1, c2, held
+end
+
 local function http_get(url)
   local cmd
   if os.execute("command -v curl >/dev/null 2>&1") == 0 or
@@ -354,6 +375,73 @@ describe("wsuv server", function()
       assert.are.equal("from coroutine", (c1:receive(5)))
       assert.are.equal("from coroutine", (c2:receive(5)))
       assert.are.same({ 2, 0 }, result)
+    end)
+
+    -- Broadcasts of one pass share one buffer and each receiver's run of
+    -- them goes out as one range: a connection's own sends, big payloads
+    -- (sent from the Lua string) and later passes must keep their places.
+    it("many broadcasts in one pass, mixed with own sends, arrive in order", function()
+      local s, c1, c2, held = two_held_clients()
+      local big = wsuv.core.random(4096) .. wsuv.core.random(1904)
+      local want1, want2 = {}, {}
+      local function expect(m, k, both)
+        want1[#want1 + 1] = { m, k }
+        if both then
+          want2[#want2 + 1] = { m, k }
+        end
+      end
+      local done
+      wsuv.spawn(function()
+        for pass = 1, 3 do
+          for i = 1, 150 do
+            local m = ("p%d b%d "):format(pass, i) .. ("x"):rep(i % 40)
+            assert.are.same({ 2, 0 }, { s:broadcast(m) })
+            expect(m, "text", true)
+            if i % 50 == 0 then
+              assert.is_true(held[1]:send("own " .. i))
+              expect("own " .. i, "text")
+              assert.are.same({ 2, 0 }, { s:broadcast(big .. i, "binary") })
+              expect(big .. i, "binary", true)
+            end
+          end
+          wsuv.sleep(0.05)
+        end
+        done = true
+      end)
+      local function receive_all(c, n)
+        local got = {}
+        for i = 1, n do
+          local m, k = c:receive(5)
+          assert.truthy(m, k)
+          got[i] = { m, k }
+        end
+        return got
+      end
+      assert.are.same(want1, receive_all(c1, #want1))
+      assert.are.same(want2, receive_all(c2, #want2))
+      wait_for(function()
+        return done
+      end)
+    end)
+
+    -- RFC 6455 5.4: another message may not come between the frames of a
+    -- fragmented one, so a connection in the middle of conn:writer() is
+    -- skipped by broadcast and refused by send, and its message stays whole.
+    it("skips a connection in the middle of a streamed message", function()
+      local s, c1, c2, held = two_held_clients()
+      local w = held[1]:writer("text")
+      assert.is_true(w:write("part one, "))
+      assert.are.same({ 1, 1 }, { s:broadcast("news") })
+      local ok, err, code = held[1]:send("cut in")
+      assert.is_nil(ok)
+      assert.are.equal("a streamed message is unfinished", err)
+      assert.are.equal("ESTATE", code)
+      assert.is_true(w:finish("part two"))
+      assert.are.same({ 2, 0 }, { s:broadcast("after") })
+      assert.are.same({ "part one, part two", "text" }, { c1:receive(5) })
+      assert.are.equal("after", (c1:receive(5)))
+      assert.are.equal("news", (c2:receive(5)))
+      assert.are.equal("after", (c2:receive(5)))
     end)
   end)
 

@@ -162,6 +162,34 @@ static void test_control_frame_limits(void) {
   wsuv_conn_free(&c);
 }
 
+/* RFC 6455 5.4: a fragmented message's frames come in a row, with only
+ * control frames between them. */
+static void test_fragmented_send_order(void) {
+  wsuv_conn_t c;
+  init(&c, WSUV_ROLE_SERVER);
+  uint8_t hdr[WSUV_MAX_FRAME_HEADER], key[4];
+  CHECK_EQ_INT(wsuv_conn_build_header(&c, hdr, WSUV_OP_CONT, WSUV_FIN, 1, key),
+               WSUV_EINVAL);
+  CHECK_EQ_INT(wsuv_conn_build_header(&c, hdr, WSUV_OP_TEXT, 0, 1, key), 2);
+  CHECK_EQ_INT(
+      wsuv_conn_build_header(&c, hdr, WSUV_OP_BINARY, WSUV_FIN, 1, key),
+      WSUV_ESTATE);
+  CHECK_EQ_INT(wsuv_conn_build_header(&c, hdr, WSUV_OP_TEXT, WSUV_FIN, 1, key),
+               WSUV_ESTATE);
+  CHECK_EQ_INT(wsuv_conn_build_header(&c, hdr, WSUV_OP_PING, WSUV_FIN, 1, key),
+               2);
+  CHECK_EQ_INT(wsuv_conn_build_header(&c, hdr, WSUV_OP_CONT, 0, 1, key), 2);
+  CHECK_EQ_INT(wsuv_conn_build_header(&c, hdr, WSUV_OP_CONT, WSUV_FIN, 1, key),
+               2);
+  CHECK_MEM(hdr, "\x80\x01", 2);
+  /* The message is finished: a new one may start, a continuation may not. */
+  CHECK_EQ_INT(wsuv_conn_build_header(&c, hdr, WSUV_OP_CONT, WSUV_FIN, 1, key),
+               WSUV_EINVAL);
+  CHECK_EQ_INT(
+      wsuv_conn_build_header(&c, hdr, WSUV_OP_BINARY, WSUV_FIN, 1, key), 2);
+  wsuv_conn_free(&c);
+}
+
 /* An allocator that fails every allocation when *ud is nonzero. */
 static void *flaky_alloc(void *ud, void *ptr, size_t nsize) {
   if (nsize == 0) {
@@ -207,6 +235,7 @@ int main(void) {
   test_failures_close_with_code();
   test_our_close();
   test_control_frame_limits();
+  test_fragmented_send_order();
   test_owed_memory();
   return TEST_REPORT();
 }

@@ -256,11 +256,11 @@ function Server:broadcast(data, kind, opts)
   if type(data) ~= "string" then
     error("broadcast: data must be a string", 2)
   end
-  local sent, skipped = self._s:broadcast(data, kind or "text", opts and opts.close_slow)
+  local sent, skipped, code = self._s:broadcast(data, kind or "text", opts and opts.close_slow)
   if not sched.in_scheduler() then
     core.flush()
   end
-  return sent, skipped
+  return sent, skipped, code
 end
 
 -- for conn in server:clients() do ... end

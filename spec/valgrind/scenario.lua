@@ -71,11 +71,37 @@ local function scenario()
   pending = assert(wsuv.core.connect("127.0.0.1", plain.port, {}))
   pending:abort()
   c = assert(wsuv.connect("ws://127.0.0.1:" .. plain.port))
-  -- A continuation frame with no message to continue: the server fails
-  -- the connection with 1002.
-  step("stray continuation sent", c:send_frame("x", "continuation", true))
+  -- Text that is not UTF-8, in two frames (only a whole message is
+  -- checked on our side): the server fails the connection with 1007.
+  step("stray bytes sent",
+    c:send_frame("\255", "text", false) and c:send_frame("", "continuation", true))
   local msg, what, code = c:receive(2)
-  step("protocol error closes", msg == nil and code == 1002, tostring(what) .. tostring(code))
+  step("invalid text closes", msg == nil and code == 1007, tostring(what) .. tostring(code))
+  -- A continuation with no message to continue is refused before it leaves.
+  local ok, _, ecode = c:send_frame("x", "continuation", true)
+  step("stray continuation refused", ok == nil and ecode ~= nil)
+
+  -- Broadcasts of one pass share a buffer, big ones a pinned string.
+  local bs = assert(wsuv.listen { port = 0, on_connect = function(conn) conn:receive() end })
+  local rs = {}
+  for i = 1, 3 do
+    rs[i] = assert(wsuv.connect("ws://127.0.0.1:" .. bs.port))
+  end
+  while #bs._s:clients() < 3 do
+    wsuv.sleep(0.01)
+  end
+  local bigb = ("b"):rep(10000)
+  for i = 1, 20 do
+    bs:broadcast(i % 5 == 0 and bigb or ("m" .. i))
+  end
+  for i = 1, 3 do
+    local n = 0
+    for j = 1, 20 do
+      n = n + (rs[i]:receive(5) == (j % 5 == 0 and bigb or ("m" .. j)) and 1 or 0)
+    end
+    step("broadcasts " .. i, n == 20, n)
+  end
+  bs:close()
 
   -- Connections left open when the servers close.
   local open = {}
