@@ -32,12 +32,16 @@
  * stderr. Exit status 0, 1 when the run failed (mismatch, error, timeout),
  * 2 for bad usage.
  *
- * Not yet: --tls (wss://, issue 4) and --deflate (permessage-deflate, issue
- * 5). Bytes leave through conn_write_bytes() and arrive in conn_on_bytes(),
- * so TLS slots in between (OpenSSL memory BIOs) and deflate in
- * send_message()/on_event(); both flags are parsed and refused for now. */
+ * With --deflate each connection offers permessage-deflate, fails unless the
+ * server accepts, and then sends and reads through a wsuv_conn_t, which
+ * compresses every message and inflates the server's.
+ *
+ * Not yet: --tls (wss://). Bytes leave through conn_write_bytes() and arrive
+ * in conn_on_bytes(), so TLS slots in between (OpenSSL memory BIOs); the
+ * flag is parsed and refused for now. */
 #define _GNU_SOURCE
 #include "wsuv.h"
+#include "wsuv_conn.h"
 
 #include <uv.h>
 
@@ -77,6 +81,7 @@ typedef struct {
   double duration; /* seconds of the window */
   double timeout;  /* the whole run fails after this many seconds */
   int raw;         /* plain TCP, no WebSocket */
+  int deflate;     /* offer permessage-deflate and require it */
   int sources;     /* 127.0.0.1 .. 127.0.0.<sources> as source addresses */
   int concurrency; /* handshakes in progress at once */
   int warm_conns;  /* idle: connections opened before the RSS baseline */
@@ -112,7 +117,8 @@ typedef struct {
   buf_t head;  /* the handshake response so far */
   char key[25];
   wsuv_parser_t parser;
-  msg_t *ring; /* messages in flight, oldest first */
+  wsuv_conn_t ws; /* --deflate: the protocol state, with compression */
+  msg_t *ring;    /* messages in flight, oldest first */
   unsigned ring_head, ring_count;
   size_t raw_got;    /* raw: bytes of the oldest message received */
   uint64_t next_seq; /* broadcast: next sequence number expected */
@@ -414,6 +420,25 @@ static void send_payload(conn_t *c, const uint8_t *payload, size_t len) {
     return;
   }
   uint8_t hdr[WSUV_MAX_FRAME_HEADER];
+  if (g->o.deflate) {
+    const uint8_t *z;
+    unsigned rsv;
+    uint8_t key[4];
+    ssize_t k = wsuv_conn_compress(&c->ws, payload, len,
+                                   WSUV_SEND_FIRST | WSUV_SEND_FIN, &z, &rsv);
+    ssize_t h = k < 0
+                    ? k
+                    : wsuv_conn_build_header(&c->ws, hdr, WSUV_OP_BINARY,
+                                             WSUV_FIN | rsv, (uint64_t)k, key);
+    if (h < 0) {
+      fail(g, "conn %d: compress: %s", c->id, wsuv_strerror((int)h));
+      exit(1);
+    }
+    uint8_t *p = (uint8_t *)conn_write_bytes(c, (size_t)(h + k));
+    memcpy(p, hdr, (size_t)h);
+    wsuv_mask_copy(p + h, z, (size_t)k, key, 0);
+    return;
+  }
   uint64_t r = rng_next(g);
   uint8_t key[4] = {(uint8_t)r, (uint8_t)(r >> 8), (uint8_t)(r >> 16),
                     (uint8_t)(r >> 24)};
@@ -577,7 +602,8 @@ static void on_frames(conn_t *c, uint8_t *p, size_t n) {
   gen_t *g = c->g;
   while (n > 0 || c->state == C_OPEN) {
     wsuv_event_t ev;
-    ssize_t r = wsuv_parser_feed(&c->parser, p, n, &ev);
+    ssize_t r = g->o.deflate ? wsuv_conn_feed(&c->ws, p, n, &ev)
+                             : wsuv_parser_feed(&c->parser, p, n, &ev);
     if (r < 0) {
       fail(g, "conn %d: bad frames from the server: %s", c->id,
            wsuv_strerror((int)r));
@@ -609,6 +635,32 @@ static void on_frames(conn_t *c, uint8_t *p, size_t n) {
 static void opened(conn_t *c);
 static void batch_progress(gen_t *g);
 
+static void genmask(void *ud, uint8_t key[4]) {
+  uint64_t r = rng_next(ud);
+  memcpy(key, &r, 4);
+}
+
+/* --deflate: the server must accept the offer; the connection then sends
+ * and reads through a wsuv_conn_t, which compresses and inflates. */
+static int deflate_agreed(conn_t *c, const wsuv_http_head_t *h,
+                          const char **why) {
+  wsuv_pmd_options_t pmd = {.enabled = 1};
+  wsuv_pmd_params_t agreed;
+  int r = wsuv_pmd_accept_response(h, &pmd, &agreed, why);
+  if (r == 0) *why = "the server declined permessage-deflate";
+  if (r != 1) return 0;
+  wsuv_conn_config_t cfg = {
+      .parser = {.role = WSUV_ROLE_CLIENT, .max_message = MAX_MESSAGE},
+      .genmask = genmask,
+      .genmask_ud = c->g,
+      .pmd = &agreed};
+  if (wsuv_conn_init(&c->ws, &cfg) != 0) {
+    *why = "permessage-deflate state";
+    return 0;
+  }
+  return 1;
+}
+
 static void on_handshake_bytes(conn_t *c, uint8_t *p, size_t n) {
   gen_t *g = c->g;
   buf_reserve(&c->head, n);
@@ -619,7 +671,10 @@ static void on_handshake_bytes(conn_t *c, uint8_t *p, size_t n) {
   ssize_t r = wsuv_http_parse_response(c->head.data, c->head.len, MAX_HEAD, &h);
   if (r == 0) return;
   const char *why = "malformed response";
-  if (r < 0 || wsuv_handshake_check_response(&h, c->key, NULL, NULL, &why)) {
+  if (r < 0 ||
+      wsuv_handshake_check_response(
+          &h, c->key, NULL, g->o.deflate ? "permessage-deflate" : NULL, &why) ||
+      (g->o.deflate && !deflate_agreed(c, &h, &why))) {
     fail(g, "conn %d: handshake: %s (status %d)", c->id, why,
          r > 0 ? h.status : 0);
     g->failed_open++;
@@ -749,7 +804,14 @@ static void on_connect(uv_connect_t *req, int status) {
   wsuv_handshake_key(nonce, c->key);
   char host[64], req_buf[512];
   snprintf(host, sizeof host, "%s:%d", g->o.host, g->o.port);
-  wsuv_client_request_t r = {.host = host, .target = "/"};
+  char offer[WSUV_PMD_EXT_MAX];
+  wsuv_pmd_options_t pmd = {.enabled = g->o.deflate};
+  if (wsuv_pmd_offer(&pmd, offer, sizeof offer) < 0) {
+    fail(g, "permessage-deflate offer");
+    exit(1);
+  }
+  wsuv_client_request_t r = {
+      .host = host, .target = "/", .extensions = offer[0] ? offer : NULL};
   ssize_t len =
       wsuv_handshake_build_request(req_buf, sizeof req_buf, &r, c->key);
   if (len < 0) {
@@ -1003,6 +1065,7 @@ static int report(gen_t *g) {
   const opts_t *o = &g->o;
   printf("scenario %s\n", sc_name(o->sc));
   printf("raw %d\n", o->raw);
+  printf("deflate %d\n", o->deflate);
   printf("conns %d\n", o->conns);
   printf("inflight %d\n", o->inflight);
   printf("size %zu\n", o->size);
@@ -1075,7 +1138,8 @@ static void usage(void) {
         "  --warm-conns N    idle: connections before the RSS baseline (50)\n"
         "  --settle S        idle: seconds before the second RSS reading (1)\n"
         "  --server-pid P    read the server's RSS and CPU from /proc\n"
-        "  --tls, --deflate  reserved for wss:// and permessage-deflate\n",
+        "  --deflate         offer permessage-deflate; fail if not accepted\n"
+        "  --tls             reserved for wss://\n",
         stderr);
   exit(2);
 }
@@ -1171,11 +1235,11 @@ static void parse_args(opts_t *o, int argc, char **argv) {
     const char *a = argv[i];
     if (!strcmp(a, "--raw")) {
       o->raw = 1;
-    } else if (!strcmp(a, "--tls") || !strcmp(a, "--deflate")) {
-      /* Placeholders for scenario (6): wss:// (issue 4) and
-       * permessage-deflate (issue 5). */
-      fprintf(stderr, "loadgen: %s is not implemented yet (issues 4 and 5)\n",
-              a);
+    } else if (!strcmp(a, "--deflate")) {
+      o->deflate = 1;
+    } else if (!strcmp(a, "--tls")) {
+      /* A placeholder for scenario (6) over wss:// (issue 4). */
+      fprintf(stderr, "loadgen: %s is not implemented yet\n", a);
       exit(2);
     } else if (i + 1 < argc) {
       set_option(o, a, argv[++i]);
@@ -1184,7 +1248,8 @@ static void parse_args(opts_t *o, int argc, char **argv) {
     }
   }
   if (o->port <= 0 || o->conns < 1 || o->inflight < 1 || o->sources < 1 ||
-      o->sources > 250 || o->concurrency < 1 || o->warm_conns < 0)
+      o->sources > 250 || o->concurrency < 1 || o->warm_conns < 0 ||
+      (o->raw && o->deflate))
     usage();
   if (o->sc == SC_BROADCAST) {
     if (o->raw || o->inflight > (int)BCAST_RING) usage();

@@ -9,19 +9,21 @@
 // port 0 (the default) picks a free one; it listens on 127.0.0.1 and prints
 // "PORT n" once listening. mode "broadcast": a message whose first byte is
 // "B" goes to every open connection (wss.clients.forEach send); anything
-// else is echoed, as in mode "echo" (the default).
+// else is echoed, as in mode "echo" (the default). mode "deflate": the
+// echo with permessage-deflate (perMessageDeflate: true, ws's defaults).
 'use strict';
 const WebSocket = require(process.env.WS_MODULE || 'ws');
 
 const port = Number(process.argv[2] || 0);
 const broadcast = process.argv[3] === 'broadcast';
+const deflate = process.argv[3] === 'deflate';
 const B = 'B'.charCodeAt(0);
 
 const wss = new WebSocket.Server({
   host: '127.0.0.1',
   port,
   maxPayload: 64 * 1024 * 1024,
-  perMessageDeflate: false,
+  perMessageDeflate: deflate, // true: ws's defaults (threshold 1024 bytes)
 });
 
 wss.on('connection', (ws) => {

@@ -6,7 +6,8 @@ python3-websockets, asyncio, run with /usr/bin/python3).
 port 0 (the default) picks a free one; it listens on 127.0.0.1 and prints
 "PORT n" once listening. mode "broadcast": a message whose first byte is "B"
 goes to every connection (websockets.broadcast); anything else is echoed, as
-in mode "echo" (the default).
+in mode "echo" (the default). mode "deflate": the echo with permessage-deflate
+(compression="deflate", the library's defaults).
 """
 import asyncio
 import sys
@@ -15,6 +16,7 @@ import websockets
 
 PORT = int(sys.argv[1]) if len(sys.argv) > 1 else 0
 BROADCAST = len(sys.argv) > 2 and sys.argv[2] == "broadcast"
+DEFLATE = len(sys.argv) > 2 and sys.argv[2] == "deflate"
 CLIENTS = set()
 
 
@@ -44,7 +46,7 @@ async def main():
         "127.0.0.1",
         PORT,
         max_size=64 * 1024 * 1024,
-        compression=None,
+        compression="deflate" if DEFLATE else None,
         ping_interval=None,
         backlog=512,
     )

@@ -6,11 +6,13 @@
 -- port 0 (the default) picks a free one; it listens on 127.0.0.1 and prints
 -- "PORT n" once listening. mode "broadcast": a message whose first byte is
 -- "B" goes to every connection (server:broadcast: one frame for all);
--- anything else is echoed, as in mode "echo" (the default).
+-- anything else is echoed, as in mode "echo" (the default). mode "deflate":
+-- the echo with permessage-deflate (`compression = true`, its defaults).
 local wsuv = require "wsuv"
 
 local port = tonumber(arg and arg[1]) or 0
 local broadcast = (arg and arg[2]) == "broadcast"
+local deflate = (arg and arg[2]) == "deflate"
 local B = ("B"):byte()
 
 local server
@@ -19,6 +21,7 @@ server, err = wsuv.listen {
   host = "127.0.0.1",
   port = port,
   max_message = 64 * 1024 * 1024,
+  compression = deflate, -- permessage-deflate with its defaults
   on_connect = function(c)
     while true do
       local m, k = c:receive()
