@@ -245,7 +245,7 @@ $(BENCH_BIN): $(BUILD)/bench/bench_core.o $(CORE_LIB)
 # The load generator and the raw TCP echo server link libuv; loadgen also
 # links the sans-IO core, whose codec it uses as a client.
 $(LOADGEN_BIN): $(BUILD)/bench/loadgen.o $(CORE_LIB)
-	$(CC) $^ -luv $(LDLIBS) -lm -o $@
+	$(CC) $^ -luv -lssl $(LDLIBS) -lm -o $@
 
 $(BUILD)/bench/servers/%.o: bench/servers/%.c
 	@mkdir -p $(@D)

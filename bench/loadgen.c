@@ -36,13 +36,15 @@
  * server accepts, and then sends and reads through a wsuv_conn_t, which
  * compresses every message and inflates the server's.
  *
- * Not yet: --tls (wss://). Bytes leave through conn_write_bytes() and arrive
- * in conn_on_bytes(), so TLS slots in between (OpenSSL memory BIOs); the
- * flag is parsed and refused for now. */
+ * With --tls it speaks wss://: plaintext gathers in c->plain, conn_flush()
+ * encrypts it through OpenSSL memory BIOs, and conn_on_bytes() decrypts
+ * before the usual handling. */
 #define _GNU_SOURCE
 #include "wsuv.h"
 #include "wsuv_conn.h"
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <uv.h>
 
 #include <errno.h>
@@ -82,6 +84,7 @@ typedef struct {
   double timeout;  /* the whole run fails after this many seconds */
   int raw;         /* plain TCP, no WebSocket */
   int deflate;     /* offer permessage-deflate and require it */
+  int tls;         /* wss://: TLS through OpenSSL memory BIOs */
   int sources;     /* 127.0.0.1 .. 127.0.0.<sources> as source addresses */
   int concurrency; /* handshakes in progress at once */
   int warm_conns;  /* idle: connections opened before the RSS baseline */
@@ -118,7 +121,10 @@ typedef struct {
   char key[25];
   wsuv_parser_t parser;
   wsuv_conn_t ws; /* --deflate: the protocol state, with compression */
-  msg_t *ring;    /* messages in flight, oldest first */
+  SSL *ssl;       /* --tls */
+  BIO *rbio, *wbio;
+  buf_t plain; /* --tls: plaintext waiting for SSL_write */
+  msg_t *ring; /* messages in flight, oldest first */
   unsigned ring_head, ring_count;
   size_t raw_got;    /* raw: bytes of the oldest message received */
   uint64_t next_seq; /* broadcast: next sequence number expected */
@@ -167,7 +173,9 @@ struct gen_s {
   uint64_t bc_t_sent[BCAST_RING]; /* by seq % BCAST_RING */
   uint32_t bc_left[BCAST_RING];   /* receivers still to get it */
   uint64_t bc_outstanding;
-  uint8_t *src; /* random bytes, no 'B' (the broadcast marker) */
+  SSL_CTX *tls_ctx;    /* --tls */
+  char tls_cipher[64]; /* what the first connection negotiated */
+  uint8_t *src;        /* random bytes, no 'B' (the broadcast marker) */
   size_t src_len;
   uint64_t rng[4];
   int failed;
@@ -357,6 +365,7 @@ static double hist_pct(const hist_t *h, double pct) {
 /* ---- writing ------------------------------------------------------------ */
 
 static void conn_flush(conn_t *c);
+static void tls_encrypt(conn_t *c);
 
 static void on_write(uv_write_t *req, int status) {
   conn_t *c = req->data;
@@ -373,6 +382,7 @@ static void on_write(uv_write_t *req, int status) {
 /* Sends what is queued: uv_try_write first, then the rest with uv_write;
  * while that write is in flight, new bytes gather in c->out. */
 static void conn_flush(conn_t *c) {
+  if (c->ssl && c->state != C_CLOSED) tls_encrypt(c);
   if (c->writing || c->out.len == 0 || c->state == C_CLOSED) return;
   uv_buf_t b = uv_buf_init(c->out.data, (unsigned)c->out.len);
   int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
@@ -401,13 +411,34 @@ static void conn_flush(conn_t *c) {
   }
 }
 
-/* Where bytes leave. A --tls build would encrypt here (SSL_write into a
- * memory BIO, then queue the ciphertext). */
+/* Where bytes leave (with --tls, as plaintext that conn_flush encrypts). */
 static char *conn_write_bytes(conn_t *c, size_t n) {
-  buf_reserve(&c->out, n);
-  char *p = c->out.data + c->out.len;
-  c->out.len += n;
+  buf_t *b = c->ssl ? &c->plain : &c->out;
+  buf_reserve(b, n);
+  char *p = b->data + b->len;
+  b->len += n;
   return p;
+}
+
+/* --tls: moves the ciphertext OpenSSL has made into c->out. */
+static void tls_drain(conn_t *c) {
+  size_t n;
+  while ((n = BIO_ctrl_pending(c->wbio)) > 0) {
+    buf_reserve(&c->out, n);
+    int r = BIO_read(c->wbio, c->out.data + c->out.len, (int)n);
+    if (r <= 0) break;
+    c->out.len += (size_t)r;
+  }
+}
+
+/* --tls: encrypts the queued plaintext once the TLS handshake is done. */
+static void tls_encrypt(conn_t *c) {
+  if (SSL_is_init_finished(c->ssl) && c->plain.len) {
+    int r = SSL_write(c->ssl, c->plain.data, (int)c->plain.len);
+    if (r != (int)c->plain.len) fail(c->g, "conn %d: SSL_write failed", c->id);
+    c->plain.len = 0;
+  }
+  tls_drain(c);
 }
 
 /* Queues one message of len bytes from the source buffer at off: a masked
@@ -694,15 +725,43 @@ static void on_handshake_bytes(conn_t *c, uint8_t *p, size_t n) {
   free(extra);
 }
 
-/* Where bytes arrive. A --tls build would decrypt here first. */
-static void conn_on_bytes(conn_t *c, uint8_t *p, size_t n) {
-  c->g->t_read = uv_hrtime();
+/* Where bytes arrive (with --tls, decrypted first). */
+static void dispatch_bytes(conn_t *c, uint8_t *p, size_t n) {
   if (c->state == C_HANDSHAKE)
     on_handshake_bytes(c, p, n);
   else if (c->g->o.raw)
     on_raw_bytes(c, p, n);
   else
     on_frames(c, p, n);
+}
+
+/* --tls: ciphertext in, plaintext out to dispatch_bytes. */
+static void tls_on_bytes(conn_t *c, uint8_t *p, size_t n) {
+  static uint8_t plain[READ_BUF];
+  BIO_write(c->rbio, p, (int)n);
+  if (!SSL_is_init_finished(c->ssl)) {
+    int r = SSL_do_handshake(c->ssl);
+    if (r <= 0 && SSL_get_error(c->ssl, r) != SSL_ERROR_WANT_READ) {
+      fail(c->g, "conn %d: TLS handshake failed", c->id);
+      c->g->failed_open++;
+      conn_close(c);
+      batch_progress(c->g);
+      return;
+    }
+  }
+  while (c->state != C_CLOSED && SSL_is_init_finished(c->ssl)) {
+    int r = SSL_read(c->ssl, plain, sizeof plain);
+    if (r <= 0) break;
+    dispatch_bytes(c, plain, (size_t)r);
+  }
+}
+
+static void conn_on_bytes(conn_t *c, uint8_t *p, size_t n) {
+  c->g->t_read = uv_hrtime();
+  if (c->ssl)
+    tls_on_bytes(c, p, n);
+  else
+    dispatch_bytes(c, p, n);
   conn_flush(c);
   /* Broadcasts this read let go out in one write, not one each. */
   if (c->g->o.sc == SC_BROADCAST) conn_flush(&c->g->conns[0]);
@@ -774,6 +833,9 @@ static void batch_progress(gen_t *g) {
 
 static void opened(conn_t *c) {
   gen_t *g = c->g;
+  if (c->ssl && !g->tls_cipher[0])
+    snprintf(g->tls_cipher, sizeof g->tls_cipher, "%s %s",
+             SSL_get_version(c->ssl), SSL_get_cipher_name(c->ssl));
   c->state = C_OPEN;
   g->opened++;
   batch_progress(g);
@@ -792,6 +854,18 @@ static void on_connect(uv_connect_t *req, int status) {
   uv_tcp_nodelay(&c->tcp, 1);
   c->tcp.data = c;
   uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+  if (g->o.tls) {
+    c->ssl = SSL_new(g->tls_ctx);
+    c->rbio = BIO_new(BIO_s_mem());
+    c->wbio = BIO_new(BIO_s_mem());
+    if (!c->ssl || !c->rbio || !c->wbio) {
+      fail(g, "conn %d: out of memory for TLS", c->id);
+      exit(1);
+    }
+    SSL_set_bio(c->ssl, c->rbio, c->wbio);
+    SSL_set_connect_state(c->ssl);
+    SSL_do_handshake(c->ssl); /* the ClientHello, sent by conn_flush */
+  }
   if (g->o.raw) {
     opened(c);
     return;
@@ -1066,6 +1140,7 @@ static int report(gen_t *g) {
   printf("scenario %s\n", sc_name(o->sc));
   printf("raw %d\n", o->raw);
   printf("deflate %d\n", o->deflate);
+  printf("tls %d\n", o->tls);
   printf("conns %d\n", o->conns);
   printf("inflight %d\n", o->inflight);
   printf("size %zu\n", o->size);
@@ -1113,6 +1188,7 @@ static int report(gen_t *g) {
   printf("gen_cpu_pct %.1f\n", gen_cpu * 100);
   printf("server_cpu_pct %.1f\n", srv_cpu >= 0 ? srv_cpu * 100 : -1.0);
   printf("other_cpu_pct %.1f\n", other >= 0 ? other * 100 : 0.0);
+  if (g->tls_cipher[0]) printf("tls_cipher %s\n", g->tls_cipher);
   printf("mismatches %llu\n", (unsigned long long)g->mismatches);
   printf("errors %llu\n", (unsigned long long)g->errors);
   int ok = !g->failed && g->mismatches == 0 && g->errors == 0 &&
@@ -1139,7 +1215,8 @@ static void usage(void) {
         "  --settle S        idle: seconds before the second RSS reading (1)\n"
         "  --server-pid P    read the server's RSS and CPU from /proc\n"
         "  --deflate         offer permessage-deflate; fail if not accepted\n"
-        "  --tls             reserved for wss://\n",
+        "  --tls             wss:// (TLS, the server's certificate not "
+        "checked)\n",
         stderr);
   exit(2);
 }
@@ -1238,9 +1315,7 @@ static void parse_args(opts_t *o, int argc, char **argv) {
     } else if (!strcmp(a, "--deflate")) {
       o->deflate = 1;
     } else if (!strcmp(a, "--tls")) {
-      /* A placeholder for scenario (6) over wss:// (issue 4). */
-      fprintf(stderr, "loadgen: %s is not implemented yet\n", a);
-      exit(2);
+      o->tls = 1;
     } else if (i + 1 < argc) {
       set_option(o, a, argv[++i]);
     } else {
@@ -1249,7 +1324,7 @@ static void parse_args(opts_t *o, int argc, char **argv) {
   }
   if (o->port <= 0 || o->conns < 1 || o->inflight < 1 || o->sources < 1 ||
       o->sources > 250 || o->concurrency < 1 || o->warm_conns < 0 ||
-      (o->raw && o->deflate))
+      (o->raw && (o->deflate || o->tls)))
     usage();
   if (o->sc == SC_BROADCAST) {
     if (o->raw || o->inflight > (int)BCAST_RING) usage();
@@ -1280,6 +1355,15 @@ int main(int argc, char **argv) {
   }
   if (!g->conns) usage();
 
+  if (g->o.tls) {
+    /* A benchmark of the server, not of trust: any certificate will do. */
+    g->tls_ctx = SSL_CTX_new(TLS_client_method());
+    if (!g->tls_ctx) {
+      fprintf(stderr, "loadgen: SSL_CTX_new failed\n");
+      return 1;
+    }
+    SSL_CTX_set_verify(g->tls_ctx, SSL_VERIFY_NONE, NULL);
+  }
   g->loop = uv_default_loop();
   uv_timer_init(g->loop, &g->timer);
   uv_timer_init(g->loop, &g->deadline);

@@ -19,9 +19,16 @@ const broadcast = process.argv[3] === 'broadcast';
 const deflate = process.argv[3] === 'deflate';
 const B = 'B'.charCodeAt(0);
 
+// mode "tls": wss:// with the certificate and key named by BENCH_CERT and
+// BENCH_KEY (bench/run makes them), on node's https server.
+const tls = process.argv[3] === 'tls';
+const https = tls ? require('https').createServer({
+  cert: require('fs').readFileSync(process.env.BENCH_CERT),
+  key: require('fs').readFileSync(process.env.BENCH_KEY),
+}) : null;
+
 const wss = new WebSocket.Server({
-  host: '127.0.0.1',
-  port,
+  ...(tls ? { server: https } : { host: '127.0.0.1', port }),
   maxPayload: 64 * 1024 * 1024,
   perMessageDeflate: deflate, // true: ws's defaults (threshold 1024 bytes)
 });
@@ -39,6 +46,12 @@ wss.on('connection', (ws) => {
   ws.on('error', () => {});
 });
 
-wss.on('listening', () => {
-  process.stdout.write(`PORT ${wss.address().port}\n`);
-});
+if (tls) {
+  https.listen(port, '127.0.0.1', () => {
+    process.stdout.write(`PORT ${https.address().port}\n`);
+  });
+} else {
+  wss.on('listening', () => {
+    process.stdout.write(`PORT ${wss.address().port}\n`);
+  });
+}

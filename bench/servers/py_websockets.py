@@ -10,6 +10,8 @@ in mode "echo" (the default). mode "deflate": the echo with permessage-deflate
 (compression="deflate", the library's defaults).
 """
 import asyncio
+import os
+import ssl
 import sys
 
 import websockets
@@ -17,6 +19,9 @@ import websockets
 PORT = int(sys.argv[1]) if len(sys.argv) > 1 else 0
 BROADCAST = len(sys.argv) > 2 and sys.argv[2] == "broadcast"
 DEFLATE = len(sys.argv) > 2 and sys.argv[2] == "deflate"
+# mode "tls": wss:// with the certificate and key named by BENCH_CERT and
+# BENCH_KEY (bench/run makes them).
+TLS = len(sys.argv) > 2 and sys.argv[2] == "tls"
 CLIENTS = set()
 
 
@@ -40,6 +45,12 @@ async def handler(ws, path=None):
         CLIENTS.discard(ws)
 
 
+def tls_context():
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(os.environ["BENCH_CERT"], os.environ["BENCH_KEY"])
+    return ctx
+
+
 async def main():
     server = await websockets.serve(
         handler,
@@ -47,6 +58,7 @@ async def main():
         PORT,
         max_size=64 * 1024 * 1024,
         compression="deflate" if DEFLATE else None,
+        ssl=tls_context() if TLS else None,
         ping_interval=None,
         backlog=512,
     )

@@ -13,6 +13,12 @@ local wsuv = require "wsuv"
 local port = tonumber(arg and arg[1]) or 0
 local broadcast = (arg and arg[2]) == "broadcast"
 local deflate = (arg and arg[2]) == "deflate"
+-- mode "tls": wss:// with the certificate and key named by BENCH_CERT and
+-- BENCH_KEY (bench/run makes them).
+local tls
+if (arg and arg[2]) == "tls" then
+  tls = { cert = os.getenv("BENCH_CERT"), key = os.getenv("BENCH_KEY") }
+end
 local B = ("B"):byte()
 
 local server
@@ -22,6 +28,7 @@ server, err = wsuv.listen {
   port = port,
   max_message = 64 * 1024 * 1024,
   compression = deflate, -- permessage-deflate with its defaults
+  tls = tls,
   on_connect = function(c)
     while true do
       local m, k = c:receive()
