@@ -910,19 +910,22 @@ static int l_server_broadcast(lua_State *L) {
   if (opcode == WSUV_OP_TEXT && !wsuv_utf8_valid((const uint8_t *)data, len))
     return luaL_argerror(L, 2, "text is not valid UTF-8");
   lua_Integer sent = 0, skipped = 0;
+  if (!b->s) { /* stopped: no receivers */
+    lua_pushinteger(L, 0);
+    lua_pushinteger(L, 0);
+    return 2;
+  }
   lpin_t *pin = len >= 4096 ? pin_string(L, b->ll, 2) : NULL;
   /* One encoding for every receiver: broadcasts are never compressed. */
   wsuv_shared_frame_t f;
-  int err = b->s
-                ? wsuv__share_frame(&b->ll->loop, opcode, (const uint8_t *)data,
-                                    len, pin ? &pin->base : NULL, &f)
-                : 0;
+  int err = wsuv__share_frame(&b->ll->loop, opcode, (const uint8_t *)data, len,
+                              pin ? &pin->base : NULL, &f);
   if (err) {
     pin_drop(pin);
     return wsuv__lua_push_error(L, err, NULL);
   }
   wsuv_tconn_t *next;
-  for (wsuv_tconn_t *c = b->ll->loop.conns; c && b->s; c = next) {
+  for (wsuv_tconn_t *c = b->ll->loop.conns; c; c = next) {
     next = c->next;
     if (c->server != b->s || c->phase != WSUV_PHASE_OPEN || !c->obj.data)
       continue;

@@ -611,13 +611,21 @@ static void finish(wsuv_tconn_t *c) {
   if (c->queued == 0) do_shutdown(c);
 }
 
-int wsuv__send(wsuv_tconn_t *c, unsigned opcode, unsigned flags,
-               const uint8_t *data, size_t len, wsuv_pin_t *pin, int plain) {
+/* Whether c may queue len more bytes now (its phase, max_queued); if so,
+ * first queues the control frames the protocol owes. */
+static int send_begin(wsuv_tconn_t *c, size_t len) {
   if (c->phase != WSUV_PHASE_OPEN)
     return c->phase > WSUV_PHASE_OPEN ? WSUV_ECLOSED : WSUV_ESTATE;
   if (len > c->lim->max_queued || c->queued > c->lim->max_queued - len)
     return WSUV_EBUFFULL;
   if (!c->defer_close) queue_owed(c);
+  return 0;
+}
+
+int wsuv__send(wsuv_tconn_t *c, unsigned opcode, unsigned flags,
+               const uint8_t *data, size_t len, wsuv_pin_t *pin, int plain) {
+  int err = send_begin(c, len);
+  if (err) return err;
   if (c->ws.pmd && opcode < WSUV_OP_CLOSE) {
     /* permessage-deflate: compressed output lives in the connection until
      * the next call, so it is copied into the queue (never pinned). */
@@ -637,7 +645,6 @@ int wsuv__send(wsuv_tconn_t *c, unsigned opcode, unsigned flags,
   uint8_t hdr[WSUV_MAX_FRAME_HEADER], key[4];
   ssize_t h = wsuv_conn_build_header(&c->ws, hdr, opcode, flags, len, key);
   if (h < 0) return (int)h;
-  int err;
   if (pin && len >= PIN_MIN && c->role == WSUV_ROLE_SERVER) {
     err = out_append(c, hdr, (size_t)h); /* the payload stays in place */
     if (!err) {
@@ -711,8 +718,7 @@ int wsuv__share_frame(wsuv_loop_t *l, unsigned opcode, const uint8_t *data,
   uint8_t *dst = a->data + a->len;
   size_t h = wsuv_frame_build_header(dst, WSUV_FIN, opcode, len, NULL);
   if (!separate && len) memcpy(dst + h, data, len);
-  *f = (wsuv_shared_frame_t){.opcode = opcode,
-                             .head = dst,
+  *f = (wsuv_shared_frame_t){.head = dst,
                              .head_len = h + (separate ? 0 : len),
                              .head_pin = &a->base,
                              .body = separate ? data : NULL,
@@ -723,15 +729,11 @@ int wsuv__share_frame(wsuv_loop_t *l, unsigned opcode, const uint8_t *data,
 }
 
 int wsuv__send_shared(wsuv_tconn_t *c, const wsuv_shared_frame_t *f) {
-  if (c->phase != WSUV_PHASE_OPEN)
-    return c->phase > WSUV_PHASE_OPEN ? WSUV_ECLOSED : WSUV_ESTATE;
-  if (c->ws.close_sent) return WSUV_ECLOSED;
-  if (c->ws.streaming) return WSUV_ESTATE; /* RFC 6455 5.4 */
   size_t total = f->head_len + f->body_len;
-  if (total > c->lim->max_queued || c->queued > c->lim->max_queued - total)
-    return WSUV_EBUFFULL;
+  int err = send_begin(c, total);
+  if (!err) err = wsuv_conn_may_start(&c->ws); /* open: ws is set up */
+  if (err) return err;
   if (seg_room(c, 2) != 0) return WSUV_ENOMEM; /* both segments or none */
-  if (!c->defer_close) queue_owed(c);
   seg_push(c, f->head, 0, f->head_len, f->head_pin);
   seg_push(c, f->body, 0, f->body_len, f->body_pin);
   c->queued += total;

@@ -236,7 +236,6 @@ int wsuv__send(wsuv_tconn_t *c, unsigned opcode, unsigned flags,
  * uncompressed, server role. Its bytes (the payload too, unless it is big and
  * pinned) live in the loop's arena. */
 typedef struct {
-  unsigned opcode;
   const uint8_t *head, *body; /* body: the pinned payload, or NULL */
   size_t head_len, body_len;
   wsuv_pin_t *head_pin, *body_pin;

@@ -435,19 +435,26 @@ size_t wsuv_conn_take_output(wsuv_conn_t *c, uint8_t *out, size_t cap) {
   return n;
 }
 
+int wsuv_conn_may_start(const wsuv_conn_t *c) {
+  /* RFC 6455 5.5.1: after sending a close frame, send no more data. */
+  if (c->close_sent) return WSUV_ECLOSED;
+  /* RFC 6455 5.4: no other message inside a fragmented one. */
+  return c->streaming ? WSUV_ESTATE : 0;
+}
+
 ssize_t wsuv_conn_build_header(wsuv_conn_t *c, uint8_t *out, unsigned opcode,
                                unsigned flags, uint64_t len, uint8_t *mask) {
-  /* RFC 6455 5.5.1: after sending a close frame, send no more data. */
   if (c->close_sent) return WSUV_ECLOSED;
   switch (opcode) {
   case WSUV_OP_CONT:
     if (!c->streaming) return WSUV_EINVAL;
     break;
   case WSUV_OP_TEXT:
-  case WSUV_OP_BINARY:
-    /* RFC 6455 5.4: no other message inside a fragmented one. */
-    if (c->streaming) return WSUV_ESTATE;
+  case WSUV_OP_BINARY: {
+    int err = wsuv_conn_may_start(c);
+    if (err) return err;
     break;
+  }
   case WSUV_OP_CLOSE:
   case WSUV_OP_PING:
   case WSUV_OP_PONG:

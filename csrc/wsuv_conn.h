@@ -133,6 +133,12 @@ WSUV_EXTERN ssize_t wsuv_conn_build_header(wsuv_conn_t *c, uint8_t *out,
                                            unsigned opcode, unsigned flags,
                                            uint64_t len, uint8_t *mask);
 
+/* Whether a new data message (TEXT/BINARY) may start now, as
+ * wsuv_conn_build_header would judge it: 0, WSUV_ECLOSED once a close frame
+ * was sent, or WSUV_ESTATE while a message started without FIN is
+ * unfinished. For frames encoded once for many connections (broadcast). */
+WSUV_EXTERN int wsuv_conn_may_start(const wsuv_conn_t *c);
+
 /* Flags for wsuv_conn_compress. */
 enum {
   WSUV_SEND_FIRST = 1, /* first part of a message */

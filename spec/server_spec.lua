@@ -31,16 +31,17 @@ local function wait_for(cond, timeout)
   assert.is_true(H.wait_until(wsuv, cond, timeout or 10), "condition not reached in time")
 end
 
--- A server whose handlers only hold their connections, and two clients:
--- held[1] is c1's connection on the server, held[2] c2's.
-local function two_held_clients()
+-- A server (listen options opts) whose handlers only hold their
+-- connections, and two clients: held[1] is c1's connection on the server,
+-- held[2] c2's.
+local function two_held_clients(opts)
   local held = {}
-  local s, base = listen({
-    on_connect = function(c)
-      held[#held + 1] = c
-      c:receive()
-    end,
-  })
+  opts = opts or {}
+  opts.on_connect = function(c)
+    held[#held + 1] = c
+    c:receive()
+  end
+  local s, base = listen(opts)
   local c1 = assert(connect(base))
   wait_for(function()
     return #held == 1
@@ -422,6 +423,75 @@ describe("wsuv server", function()
       wait_for(function()
         return done
       end)
+    end)
+
+    -- More than one arena (64 KiB) of broadcasts in one pass: the second
+    -- arena's frames must not be merged with the first's.
+    it("a pass with more broadcasts than one buffer holds keeps them in order", function()
+      local s, c1, c2 = two_held_clients()
+      local want = {}
+      wsuv.spawn(function()
+        for i = 1, 3000 do
+          want[i] = ("broadcast %d "):format(i) .. ("y"):rep(i % 23)
+          assert.are.same({ 2, 0 }, { s:broadcast(want[i]) })
+        end
+      end)
+      for _, c in ipairs({ c1, c2 }) do
+        for i = 1, 3000 do
+          local m = c:receive(5)
+          if m ~= want[i] then
+            assert.are.equal(want[i], m) -- reported once, not 3000 times
+          end
+        end
+      end
+    end)
+
+    it("a receiver over max_queued is skipped, or dropped with close_slow", function()
+      local s, c1, c2 = two_held_clients({ max_queued = 64 * 1024, high_water = 32 * 1024 })
+      local chunk = ("q"):rep(1000)
+      -- In one pass nothing is written, so both queues fill up together.
+      local function fill(opts)
+        local sent, last = 0, nil
+        for _ = 1, 100 do
+          last = { s:broadcast(chunk, "text", opts) }
+          sent = sent + last[1]
+          if last[1] == 0 then
+            break
+          end
+        end
+        return sent / 2, last
+      end
+      local n, last
+      wsuv.spawn(function()
+        n, last = fill()
+      end)
+      wait_for(function()
+        return n ~= nil
+      end)
+      assert.are.same({ 0, 2 }, last)
+      assert.is_true(n >= 60 and n <= 65, "sent " .. n .. " per receiver")
+      for _, c in ipairs({ c1, c2 }) do
+        for _ = 1, n do
+          assert.are.equal(chunk, (c:receive(5)))
+        end
+      end
+      -- close_slow: the first broadcast that finds them full drops them.
+      n, last = nil, nil
+      wsuv.spawn(function()
+        n, last = fill({ close_slow = true })
+      end)
+      wait_for(function()
+        return n ~= nil
+      end)
+      assert.are.same({ 0, 2 }, last)
+      for _, c in ipairs({ c1, c2 }) do
+        local m, err, code
+        repeat
+          m, err, code = c:receive(5)
+        until m == nil
+        assert.are.same({ "closed", 1006 }, { err, code })
+      end
+      assert.are.equal(0, (s:broadcast("nobody left")))
     end)
 
     -- RFC 6455 5.4: another message may not come between the frames of a

@@ -15,13 +15,14 @@
 const WebSocket = require(process.env.WS_MODULE || 'ws');
 
 const port = Number(process.argv[2] || 0);
-const broadcast = process.argv[3] === 'broadcast';
-const deflate = process.argv[3] === 'deflate';
+const mode = process.argv[3];
+const broadcast = mode === 'broadcast';
+const deflate = mode === 'deflate';
 const B = 'B'.charCodeAt(0);
 
 // mode "tls": wss:// with the certificate and key named by BENCH_CERT and
 // BENCH_KEY (bench/run makes them), on node's https server.
-const tls = process.argv[3] === 'tls';
+const tls = mode === 'tls';
 const https = tls ? require('https').createServer({
   cert: require('fs').readFileSync(process.env.BENCH_CERT),
   key: require('fs').readFileSync(process.env.BENCH_KEY),

@@ -17,11 +17,12 @@ import sys
 import websockets
 
 PORT = int(sys.argv[1]) if len(sys.argv) > 1 else 0
-BROADCAST = len(sys.argv) > 2 and sys.argv[2] == "broadcast"
-DEFLATE = len(sys.argv) > 2 and sys.argv[2] == "deflate"
+MODE = sys.argv[2] if len(sys.argv) > 2 else "echo"
+BROADCAST = MODE == "broadcast"
+DEFLATE = MODE == "deflate"
 # mode "tls": wss:// with the certificate and key named by BENCH_CERT and
 # BENCH_KEY (bench/run makes them).
-TLS = len(sys.argv) > 2 and sys.argv[2] == "tls"
+TLS = MODE == "tls"
 CLIENTS = set()
 
 

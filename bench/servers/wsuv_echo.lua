@@ -11,12 +11,12 @@
 local wsuv = require "wsuv"
 
 local port = tonumber(arg and arg[1]) or 0
-local broadcast = (arg and arg[2]) == "broadcast"
-local deflate = (arg and arg[2]) == "deflate"
+local mode = arg and arg[2]
+local broadcast = mode == "broadcast"
 -- mode "tls": wss:// with the certificate and key named by BENCH_CERT and
 -- BENCH_KEY (bench/run makes them).
 local tls
-if (arg and arg[2]) == "tls" then
+if mode == "tls" then
   tls = { cert = os.getenv("BENCH_CERT"), key = os.getenv("BENCH_KEY") }
 end
 local B = ("B"):byte()
@@ -27,7 +27,7 @@ server, err = wsuv.listen {
   host = "127.0.0.1",
   port = port,
   max_message = 64 * 1024 * 1024,
-  compression = deflate, -- permessage-deflate with its defaults
+  compression = mode == "deflate", -- permessage-deflate with its defaults
   tls = tls,
   on_connect = function(c)
     while true do

@@ -170,7 +170,9 @@ static void test_fragmented_send_order(void) {
   uint8_t hdr[WSUV_MAX_FRAME_HEADER], key[4];
   CHECK_EQ_INT(wsuv_conn_build_header(&c, hdr, WSUV_OP_CONT, WSUV_FIN, 1, key),
                WSUV_EINVAL);
+  CHECK_EQ_INT(wsuv_conn_may_start(&c), 0);
   CHECK_EQ_INT(wsuv_conn_build_header(&c, hdr, WSUV_OP_TEXT, 0, 1, key), 2);
+  CHECK_EQ_INT(wsuv_conn_may_start(&c), WSUV_ESTATE);
   CHECK_EQ_INT(
       wsuv_conn_build_header(&c, hdr, WSUV_OP_BINARY, WSUV_FIN, 1, key),
       WSUV_ESTATE);
@@ -185,8 +187,12 @@ static void test_fragmented_send_order(void) {
   /* The message is finished: a new one may start, a continuation may not. */
   CHECK_EQ_INT(wsuv_conn_build_header(&c, hdr, WSUV_OP_CONT, WSUV_FIN, 1, key),
                WSUV_EINVAL);
+  CHECK_EQ_INT(wsuv_conn_may_start(&c), 0);
   CHECK_EQ_INT(
       wsuv_conn_build_header(&c, hdr, WSUV_OP_BINARY, WSUV_FIN, 1, key), 2);
+  CHECK_EQ_INT(wsuv_conn_build_header(&c, hdr, WSUV_OP_CLOSE, WSUV_FIN, 0, key),
+               2);
+  CHECK_EQ_INT(wsuv_conn_may_start(&c), WSUV_ECLOSED);
   wsuv_conn_free(&c);
 }
 
