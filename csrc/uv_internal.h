@@ -65,8 +65,13 @@ struct wsuv_loop_s {
   size_t nconns;
   int closing;     /* wsuv_loop_close called */
   void *tls_cache; /* client SSL_CTXs by options (uv_tls.c) */
-  uint8_t **spare; /* output buffers of OUT_POOLED bytes, for reuse */
-  size_t nspare;
+  /* Output buffers for reuse (uv_conn.c): spare[0] of OUT_SMALL bytes,
+   * spare[1] of OUT_POOLED. */
+  struct {
+    uint8_t **bufs;
+    size_t n;
+  } spare[2];
+  size_t out_bytes;      /* in output buffers of pooled sizes, taken */
   struct arena_s *arena; /* broadcast frames (uv_conn.c), or NULL */
 };
 
@@ -209,9 +214,13 @@ void wsuv__loop_close(wsuv_loop_t *l);
 /* Runs libuv once: timeout_ms < 0 blocks until an event, 0 only polls.
  * Flushes pending output first. Returns nonzero while handles are alive. */
 int wsuv__loop_run(wsuv_loop_t *l, int64_t timeout_ms);
-/* Frees spare output buffers down to keep. */
+/* Frees spare output buffers down to keep in each pool (0: all), or to
+ * half of what each holds when keep is SIZE_MAX. */
 void wsuv__spare_trim(wsuv_loop_t *l, size_t keep);
 void wsuv__loop_flush(wsuv_loop_t *l);
+/* Writes what c has queued now instead of at the end of the pass (c stays
+ * on the dirty list; its turn there finds nothing). */
+void wsuv__conn_flush(wsuv_tconn_t *c);
 void wsuv__ready(wsuv_loop_t *l, wsuv_obj_t *o);
 void wsuv__unready(wsuv_loop_t *l, wsuv_obj_t *o);
 uint64_t wsuv__now(wsuv_loop_t *l);
