@@ -86,6 +86,79 @@ static void push_response(lua_State *L, wsuv_tconn_t *c) {
   lua_setfield(L, -2, "body");
 }
 
+/* ---- The message queue (see wsuv_lloop_t.inbox) ----------------------- */
+
+static int slot_alloc(wsuv_lloop_t *ll) {
+  return ll->nfree ? ll->free_slots[--ll->nfree] : ++ll->inbox_top;
+}
+
+static void slot_free(wsuv_lloop_t *ll, int slot) {
+  if (ll->nfree == ll->free_cap) {
+    size_t cap = ll->free_cap ? ll->free_cap * 2 : 64;
+    int *f = realloc(ll->free_slots, cap * sizeof(*f));
+    if (!f) return; /* the slot is never reused: harmless */
+    ll->free_slots = f;
+    ll->free_cap = cap;
+  }
+  ll->free_slots[ll->nfree++] = slot;
+}
+
+/* Appends m; 0, or -1 when out of memory. */
+static int queue_push(wsuv_lconn_t *b, wsuv_qmsg_t m) {
+  if (!b->ring) {
+    if (b->qlen == 0) {
+      b->q1 = m;
+      b->qlen = 1;
+      return 0;
+    }
+    b->ring = malloc(16 * sizeof(*b->ring));
+    if (!b->ring) return -1;
+    b->ring[0] = b->q1;
+    b->qhead = 0;
+    b->qcap = 16;
+  } else if (b->qlen == b->qcap) {
+    wsuv_qmsg_t *r = malloc(2 * b->qcap * sizeof(*r));
+    if (!r) return -1;
+    for (unsigned i = 0; i < b->qlen; i++)
+      r[i] = b->ring[(b->qhead + i) & (b->qcap - 1)];
+    free(b->ring);
+    b->ring = r;
+    b->qhead = 0;
+    b->qcap *= 2;
+  }
+  b->ring[(b->qhead + b->qlen) & (b->qcap - 1)] = m;
+  b->qlen++;
+  return 0;
+}
+
+/* Removes and returns the oldest message; qlen must be > 0. */
+static wsuv_qmsg_t queue_take(wsuv_lconn_t *b) {
+  if (!b->ring) {
+    b->qlen = 0;
+    return b->q1;
+  }
+  wsuv_qmsg_t m = b->ring[b->qhead];
+  b->qhead = (b->qhead + 1) & (b->qcap - 1);
+  if (--b->qlen == 0) {
+    free(b->ring);
+    b->ring = NULL;
+  }
+  return m;
+}
+
+/* Pushes the oldest message's string, releasing its slot; its flags. */
+static int queue_pop_string(lua_State *L, wsuv_lconn_t *b) {
+  wsuv_qmsg_t m = queue_take(b);
+  wsuv_lloop_t *ll = b->ll;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ll->inbox);
+  lua_rawgeti(L, -1, m.slot);
+  lua_pushnil(L);
+  lua_rawseti(L, -3, m.slot);
+  lua_remove(L, -2);
+  slot_free(ll, m.slot);
+  return m.flags;
+}
+
 /* ---- Hooks from the transport ------------------------------------------ */
 
 static void hook_event(wsuv_tconn_t *c, const wsuv_event_t *ev) {
@@ -95,25 +168,19 @@ static void hook_event(wsuv_tconn_t *c, const wsuv_event_t *ev) {
   switch (ev->type) {
   case WSUV_EV_TEXT:
   case WSUV_EV_BINARY: {
-    if (b->queue == LUA_NOREF) {
-      lua_newtable(L);
-      b->queue = luaL_ref(L, LUA_REGISTRYINDEX);
-    }
-    if (b->qtail >= b->qflags_cap) {
-      int cap = b->qflags_cap ? b->qflags_cap * 2 : 16;
-      uint8_t *f = realloc(b->qflags, (size_t)cap);
-      if (!f) {
-        wsuv__abort(c, WSUV_ENOMEM, "out of memory for a message");
-        break;
-      }
-      b->qflags = f;
-      b->qflags_cap = cap;
-    }
-    b->qflags[b->qtail] =
+    wsuv_lloop_t *ll = b->ll;
+    wsuv_qmsg_t m;
+    m.slot = slot_alloc(ll);
+    m.flags =
         (ev->type == WSUV_EV_TEXT ? FLAG_TEXT : 0) | (ev->fin ? FLAG_FIN : 0);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, b->queue);
+    if (queue_push(b, m) != 0) {
+      slot_free(ll, m.slot);
+      wsuv__abort(c, WSUV_ENOMEM, "out of memory for a message");
+      break;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ll->inbox);
     lua_pushlstring(L, (const char *)ev->data, ev->len);
-    lua_rawseti(L, -2, b->qtail++);
+    lua_rawseti(L, -2, m.slot);
     lua_pop(L, 1);
     break;
   }
@@ -200,8 +267,7 @@ wsuv_lconn_t *wsuv__lua_new_conn(lua_State *L, wsuv_lloop_t *ll,
   b->magic = WSUV_LCONN_MAGIC;
   b->c = c;
   b->ll = ll;
-  b->queue = b->close_reason = b->why = b->info = b->pong = LUA_NOREF;
-  b->qhead = b->qtail = 1;
+  b->close_reason = b->why = b->info = b->pong = LUA_NOREF;
   b->role = c->role;
   b->stream = (uint8_t)c->lim->stream;
   luaL_setmetatable(L, WSUV_CONN_MT);
@@ -239,14 +305,8 @@ static int push_closed(lua_State *L, wsuv_lconn_t *b) {
 /* data, kind[, fin] | nil, "again" | nil, "closed", code, reason */
 static int l_conn_try_receive(lua_State *L) {
   wsuv_lconn_t *b = check_conn(L);
-  if (b->qhead < b->qtail) {
-    int flags = b->qflags[b->qhead];
-    lua_rawgeti(L, LUA_REGISTRYINDEX, b->queue);
-    lua_rawgeti(L, -1, b->qhead);
-    lua_pushnil(L);
-    lua_rawseti(L, -3, b->qhead);
-    b->qhead++;
-    if (b->qhead == b->qtail) b->qhead = b->qtail = 1;
+  if (b->qlen) {
+    int flags = queue_pop_string(L, b);
     size_t len = lua_rawlen(L, -1);
     if (b->c) wsuv__consumed(b->c, len);
     lua_pushvalue(L, flags & FLAG_TEXT ? KIND_TEXT : KIND_BINARY);
@@ -359,6 +419,14 @@ static int l_conn_send(lua_State *L) {
   return 2;
 }
 
+/* conn:flush(): writes what is queued now rather than at the end of the
+ * loop's pass (a game loop that wants a message out before a long frame). */
+static int l_conn_flush(lua_State *L) {
+  wsuv_lconn_t *b = check_conn(L);
+  if (b->c && b->c->dirty) wsuv__conn_flush(b->c);
+  return 0;
+}
+
 /* conn:queued() -> bytes queued, high water mark, limit. Above the high
  * water mark, the connection becomes ready when the queue drains below it. */
 static int l_conn_queued(lua_State *L) {
@@ -396,10 +464,14 @@ static int l_conn_abort(lua_State *L) {
 static int l_conn_gc(lua_State *L) {
   wsuv_lconn_t *b = luaL_checkudata(L, 1, WSUV_CONN_MT);
   if (b->c) return 0; /* Anchored while open; cannot happen. */
-  free(b->qflags);
-  b->qflags = NULL;
-  b->qflags_cap = 0;
-  unref(L, &b->queue);
+  while (b->qlen) {   /* messages nobody took */
+    if (b->ll->closed) {
+      queue_take(b);
+      continue;
+    }
+    queue_pop_string(L, b);
+    lua_pop(L, 1);
+  }
   unref(L, &b->close_reason);
   unref(L, &b->why);
   unref(L, &b->info);
@@ -494,9 +566,10 @@ static void push_joined(lua_State *L, const wsuv_http_head_t *h,
     lua_pushnil(L);
 }
 
-/* conn:request_brief() -> target, upgrade, why, protocols, origin, raw:
+/* conn:request_brief() -> target, upgrade, why, protocols, origin, record:
  * what the server's policy needs without building the request table, and
- * the raw head to build it from later (core.parse_request). */
+ * the record to build it from later (peer, then the raw head for
+ * core.parse_request). */
 static int l_conn_request_brief(lua_State *L) {
   wsuv_lconn_t *b = check_conn(L);
   wsuv_tconn_t *c = b->c;
@@ -506,7 +579,23 @@ static int l_conn_request_brief(lua_State *L) {
   push_upgrade(L, &c->hs->http);
   push_joined(L, &c->hs->http, "sec-websocket-protocol");
   push_joined(L, &c->hs->http, "origin");
-  lua_pushlstring(L, c->hs->head, c->hs->head_parsed);
+  /* The request record: "ip\0port\0" then the raw head, one string (what
+   * conn:request() is made from; the connection keeps it). */
+  char ip[64];
+  int port = wsuv__peer(c, ip, sizeof(ip));
+  luaL_Buffer rec;
+  luaL_buffinit(L, &rec);
+  if (port >= 0) {
+    luaL_addstring(&rec, ip);
+    luaL_addchar(&rec, '\0');
+    lua_pushinteger(L, port);
+    luaL_addvalue(&rec);
+  } else {
+    luaL_addchar(&rec, '\0');
+  }
+  luaL_addchar(&rec, '\0');
+  luaL_addlstring(&rec, c->hs->head, c->hs->head_parsed);
+  luaL_pushresult(&rec);
   return 6;
 }
 
@@ -1013,6 +1102,7 @@ static int l_conn_tls_info(lua_State *L) {
 static const luaL_Reg conn_methods[] = {{"try_receive", l_conn_try_receive},
                                         {"send_frame", l_conn_send},
                                         {"queued", l_conn_queued},
+                                        {"flush", l_conn_flush},
                                         {"start_close", l_conn_close},
                                         {"abort", l_conn_abort},
                                         {"state", l_conn_state},

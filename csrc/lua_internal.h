@@ -16,7 +16,20 @@ typedef struct {
   int closed;
   int *woken; /* anchors of objects freed with news: ready() hands them */
   size_t nwoken, woken_cap;
+  /* Messages not yet taken, of every connection, wait in one table (a
+   * registry ref): a connection holds slot numbers, so an idle one holds
+   * no table. Slots are reused, latest freed first. */
+  int inbox;
+  int inbox_top;   /* highest slot ever used */
+  int *free_slots; /* freed slots below inbox_top */
+  size_t nfree, free_cap;
 } wsuv_lloop_t;
+
+/* A queued message: its inbox slot and FLAG_* bits. */
+typedef struct {
+  int slot;
+  int flags;
+} wsuv_qmsg_t;
 
 /* Box of a connection: outlives the transport object, so a closed
  * connection still answers with "closed", its code and reason. */
@@ -26,18 +39,19 @@ typedef struct {
   uint32_t magic;  /* WSUV_LCONN_MAGIC */
   wsuv_tconn_t *c; /* NULL once the transport freed it */
   wsuv_lloop_t *ll;
-  int anchor;       /* registry ref to this userdata while c lives */
-  int queue;        /* registry ref of the message queue table */
-  int qhead, qtail; /* queue[qhead..qtail) holds the messages */
-  uint8_t *qflags;  /* qflags[i]: FLAG_* of queue[i] (kept in C: cheaper) */
-  int qflags_cap;
-  int close_code;   /* final code once known, else 0 */
-  int close_reason; /* registry ref of the reason string */
-  int error;        /* uv/WSUV code of a failure */
-  int why;          /* registry ref of the failure message */
-  int info;         /* registry ref: client response table */
-  int pong;         /* registry ref of the last pong payload */
-  unsigned pongs;   /* pongs received */
+  int anchor; /* registry ref to this userdata while c lives */
+  /* Messages delivered and not yet taken, oldest first: one in q1, or
+   * from two on in a ring (malloc'd, freed when it empties). */
+  wsuv_qmsg_t q1;
+  wsuv_qmsg_t *ring;
+  unsigned qhead, qlen, qcap; /* ring[qhead] is the oldest; qcap: 2^k */
+  int close_code;             /* final code once known, else 0 */
+  int close_reason;           /* registry ref of the reason string */
+  int error;                  /* uv/WSUV code of a failure */
+  int why;                    /* registry ref of the failure message */
+  int info;                   /* registry ref: client response table */
+  int pong;                   /* registry ref of the last pong payload */
+  unsigned pongs;             /* pongs received */
   wsuv_role_t role;
   uint8_t stream;
 } wsuv_lconn_t;

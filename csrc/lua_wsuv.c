@@ -20,6 +20,8 @@ static int l_loop_gc(lua_State *L) {
     wsuv__loop_close(&ll->loop);
     free(ll->woken);
     ll->woken = NULL;
+    free(ll->free_slots);
+    ll->free_slots = NULL;
   }
   return 0;
 }
@@ -41,6 +43,8 @@ wsuv_lloop_t *wsuv__lua_loop(lua_State *L) {
   if (err) luaL_error(L, "wsuv: cannot create the loop: %s", uv_strerror(err));
   ll->loop.data = ll;
   ll->L = L;
+  lua_newtable(L);
+  ll->inbox = luaL_ref(L, LUA_REGISTRYINDEX);
   luaL_setmetatable(L, WSUV_LOOP_MT);
   lua_setfield(L, LUA_REGISTRYINDEX, LOOP_KEY);
   return ll;

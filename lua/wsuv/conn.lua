@@ -296,11 +296,6 @@ function M.tokens(value)
   return out
 end
 
--- A request record: the peer's address and port, then the raw head.
-function M.request_record(raw, ip, port)
-  return (ip or "") .. "\0" .. (port or "") .. "\0" .. raw
-end
-
 -- The request table from a record (see Conn:request in the README).
 function M.build_request(record)
   local a = record:find("\0", 1, true)

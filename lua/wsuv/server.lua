@@ -23,14 +23,14 @@ Server.__name = "wsuv.server"
 -- subprotocols, origin); the full request table is built only for hooks that
 -- take it, or later by conn:request(), so an accepted connection keeps one
 -- string instead of a table of headers.
-local function choose_protocol(opts, offered, full)
+local function choose_protocol(opts, offered, c)
   local p = opts.protocols
   if p == nil then
     return nil
   end
   local theirs = conn_mod.tokens(offered)
   if type(p) == "function" then
-    return p(theirs, full())
+    return p(theirs, c:request())
   end
   -- Our order is the preference; the client's list says what it speaks.
   for _, ours in ipairs(p) do
@@ -43,13 +43,13 @@ local function choose_protocol(opts, offered, full)
   return nil
 end
 
-local function origin_allowed(opts, origin, full)
+local function origin_allowed(opts, origin, c)
   local o = opts.origins
   if o == nil then
     return true
   end
   if type(o) == "function" then
-    return o(origin, full()) and true or false
+    return o(origin, c:request()) and true or false
   end
   for _, allowed in ipairs(o) do
     if allowed == origin then
@@ -81,17 +81,12 @@ end
 -- Decides one request: true once accepted, else after answering it.
 local function decide(self, c)
   local opts = self.opts
-  local target, upgrade, _, offered, origin, raw = c:request_brief()
-  local record = conn_mod.request_record(raw, c:peer())
-  local req
-  local function full()
-    req = req or conn_mod.build_request(record)
-    conn_mod.set_request(c, req)
-    return req
-  end
+  -- record: the peer's address and port, then the raw head (see
+  -- conn:request(), which makes the table from it when first asked)
+  local target, upgrade, _, offered, origin, record = c:request_brief()
   conn_mod.set_request(c, record)
   if upgrade ~= true then
-    full()
+    local req = c:request()
     if req.refuse_status then
       return respond(c, req.refuse_status, nil, req.refuse_reason .. "\n")
     end
@@ -108,11 +103,11 @@ local function decide(self, c)
   if opts.path and url.split_target(target) ~= opts.path then
     return respond(c, 404, nil, "not found\n")
   end
-  if not origin_allowed(opts, origin, full) then
+  if not origin_allowed(opts, origin, c) then
     return respond(c, 403, nil, "origin not allowed\n")
   end
   if opts.check then
-    local ok, allow, status, headers, body = compat.pcall(opts.check, full())
+    local ok, allow, status, headers, body = compat.pcall(opts.check, c:request())
     if not ok then
       io.stderr:write("wsuv: error in check hook: ", tostring(allow), "\n")
       return respond(c, 500, nil, "internal error\n")
@@ -121,7 +116,7 @@ local function decide(self, c)
       return respond(c, status or 403, headers, body or "forbidden\n")
     end
   end
-  local protocol = choose_protocol(opts, offered, full)
+  local protocol = choose_protocol(opts, offered, c)
   return c:accept(protocol, nil, opts.response_headers)
 end
 
