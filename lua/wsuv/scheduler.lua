@@ -32,6 +32,9 @@ local waiters = setmetatable({}, { __mode = "k" }) -- obj -> { co = token }
 -- left in place after a wake; waiting[co] ~= obj tells that it is stale.
 local parked = setmetatable({}, { __mode = "k" })
 local FOREVER = {} -- the token of a wait on nothing, without a deadline
+-- obj -> its owner (M.watch): told of every news of obj, whoever waits.
+local watchers = setmetatable({}, { __mode = "k" })
+local touched = {} -- owners to drive at the end of this pass (M.touch)
 local running = coroutine.running
 local sleepers = {} -- tokens with a deadline, unsorted
 local runnable = {} -- { co, args } to start or continue
@@ -233,6 +236,10 @@ local function pass(timeout, watch, watch_deadline)
         waiting[p] = nil
         resume(p, "ready")
       end
+      local owner = watchers[obj]
+      if owner ~= nil then
+        owner:news(obj)
+      end
     end
   end
   while #notified > 0 do
@@ -243,6 +250,13 @@ local function pass(timeout, watch, watch_deadline)
         hit = true
       end
       wake_obj(list[i])
+    end
+  end
+  while #touched > 0 do
+    local list = touched
+    touched = {}
+    for i = 1, #list do
+      list[i]:drive()
     end
   end
   if #sleepers > 0 then
@@ -359,6 +373,40 @@ function M.guard(guard, value)
   owned[current] = guard
   guard_values[current] = value
 end
+
+-- Event delivery without a coroutine per object (a server's on_message):
+-- after M.watch(obj, owner), each pass that finds news on obj calls
+-- owner:news(obj) outside any coroutine, whoever waits on obj. An owner
+-- that has work calls M.touch(owner) (once per pass: it keeps its own
+-- flag), and owner:drive() runs once the pass has delivered every news,
+-- also outside any coroutine; it may run workers with M.start and
+-- M.resume. A worker idles by yielding M.POLL without waiting on anything:
+-- then only its owner resumes it.
+function M.watch(obj, owner)
+  watchers[obj] = owner
+end
+
+function M.unwatch(obj)
+  watchers[obj] = nil
+end
+
+function M.touch(owner)
+  touched[#touched + 1] = owner
+end
+
+-- Starts fn(...) in a new owned coroutine at once (like spawn_guarded),
+-- from outside any owned coroutine. Returns the coroutine.
+function M.start(guard, value, fn, ...)
+  local co = coroutine.create(fn)
+  owned[co] = guard
+  guard_values[co] = value
+  live = live + 1
+  resume(co, ...)
+  return co
+end
+
+-- Resumes an idle worker (see M.watch) with the given values.
+M.resume = resume
 
 -- Sleeps for s seconds (yields in a coroutine, runs the loop elsewhere).
 function M.sleep(s)

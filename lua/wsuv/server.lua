@@ -78,6 +78,140 @@ local function handler_done(c, ok, err)
   end
 end
 
+-- ---- on_message: connections without a coroutine of their own ----------
+-- The scheduler tells the server of each connection with news
+-- (Server:news); the connections queue, and at the end of the pass one
+-- worker coroutine takes them in turn and hands every message that has
+-- arrived to on_message. A handler that waits (send under backpressure,
+-- a ping, a sleep) keeps its worker, and the next worker takes the rest of
+-- the queue; a connection is served by one worker at a time, so its
+-- messages are handled in order. Idle workers are kept, a few of them.
+local try_receive = core.conn_methods.try_receive
+local POLL, yield, running = sched.POLL, coroutine.yield, coroutine.running
+local STOP = {} -- resumes an idle worker to end it
+local MAX_IDLE_WORKERS = 4
+
+-- Hands c's messages to on_message until none is left, then on_close once
+-- it is closed.
+local function serve(self, w, c)
+  w.conn = c
+  local on_message = self.opts.on_message
+  while true do
+    local data, kind, a, b = try_receive(c)
+    if data then
+      on_message(c, data, kind, a)
+    elseif kind == "again" then
+      break
+    else
+      sched.unwatch(c)
+      self.queued[c] = nil
+      w.conn = nil
+      local on_close = self.opts.on_close
+      if on_close then
+        on_close(c, a, b)
+      end
+      return
+    end
+  end
+  self.queued[c] = nil
+  w.conn = nil
+end
+
+local function worker(self, w)
+  local q, idle = self.evq, self.idle_workers
+  while true do
+    local h = self.evh
+    if h <= self.evt then
+      local c = q[h]
+      q[h] = nil
+      self.evh = h + 1
+      serve(self, w, c)
+    else
+      self.evh, self.evt = 1, 0
+      if #idle >= MAX_IDLE_WORKERS or self._s:closed() then
+        return
+      end
+      idle[#idle + 1] = running()
+      if yield(POLL) == STOP then
+        return
+      end
+    end
+  end
+end
+
+-- The guard of a worker: an error in on_message or on_close is reported,
+-- and the connection being served is closed with 1011; another worker
+-- takes the rest of the queue.
+local function worker_done(w, ok, err)
+  if ok then
+    return
+  end
+  local self, c = w.server, w.conn
+  io.stderr:write("wsuv: error in on_message: ", tostring(err), "\n")
+  if c then
+    self.queued[c] = nil
+    if c:state() == "open" then
+      c:start_close(1011, "internal error")
+    end
+  end
+  self:touch()
+end
+
+function Server:touch()
+  if not self.touched then
+    self.touched = true
+    sched.touch(self)
+  end
+end
+
+-- (scheduler) news on connection c: queue it unless it is queued or being
+-- served already (its worker reads again before it lets go).
+function Server:news(c)
+  local queued = self.queued
+  if queued[c] then
+    return
+  end
+  queued[c] = true
+  local t = self.evt + 1
+  self.evt = t
+  self.evq[t] = c
+  self:touch()
+end
+
+-- (scheduler) runs workers until the queue is empty: an idle one first,
+-- else a new one; a worker whose handler waits leaves the rest to the next.
+function Server:drive()
+  self.touched = false
+  local idle = self.idle_workers
+  while self.evh <= self.evt do
+    local co = idle[#idle]
+    if co then
+      idle[#idle] = nil
+      sched.resume(co)
+    else
+      local w = { server = self }
+      sched.start(worker_done, w, worker, self, w)
+    end
+  end
+end
+
+-- Starts delivering an accepted connection's messages to on_message, after
+-- on_open (which may wait) has returned.
+local function open_events(self, c)
+  local on_open = self.opts.on_open
+  if on_open then
+    local ok, err = compat.pcall(on_open, c)
+    if not ok then
+      io.stderr:write("wsuv: error in on_open: ", tostring(err), "\n")
+      if c:state() == "open" then
+        c:start_close(1011, "internal error")
+      end
+    end
+  end
+  sched.watch(c, self)
+  self:news(c) -- what arrived during on_open, or its close
+end
+
 -- Decides one request: true once accepted, else after answering it.
 local function decide(self, c)
   local opts = self.opts
@@ -133,6 +267,9 @@ local function handle(self, c)
   if not decide(self, c) then
     return
   end
+  if self.opts.on_message then
+    return open_events(self, c)
+  end
   if self.opts.on_connect then
     -- No xpcall under the handler: the guard reports an error and closes
     -- the connection once the coroutine has ended.
@@ -148,10 +285,11 @@ local function handle(self, c)
   sched.notify(self)
 end
 
--- (Lua 5.4) A decider takes accepted connections from self.pending one at a time,
--- decides each and starts its handler; idle deciders wait for more, so a
--- handshake creates one coroutine (the handler's), and there are as many
--- deciders as handshakes were ever decided at once (hooks may wait).
+-- (Lua 5.4, and on_message servers on every version) A decider takes
+-- accepted connections from self.pending one at a time, decides each and
+-- starts its handler; idle deciders wait for more, so a handshake creates
+-- one coroutine (the handler's, none with on_message), and there are as
+-- many deciders as handshakes were ever decided at once (hooks may wait).
 local function decider(self)
   local pending = self.pending
   while true do
@@ -174,7 +312,7 @@ local function acceptor(self)
   while not s:closed() do
     local c = s:try_accept()
     if c then
-      if not FRESH_HANDLER then
+      if not self.pooled then
         sched.spawn(handle, self, c)
       else
         pending[#pending + 1] = c
@@ -199,10 +337,16 @@ function M.listen(opts)
   if type(opts) ~= "table" then
     error("listen: expected an options table", 2)
   end
-  for _, k in ipairs({ "on_connect", "check", "http" }) do
+  for _, k in ipairs({ "on_connect", "on_message", "on_open", "on_close", "check", "http" }) do
     if opts[k] ~= nil and type(opts[k]) ~= "function" then
       error("listen: option '" .. k .. "' must be a function", 2)
     end
+  end
+  if opts.on_connect and opts.on_message then
+    error("listen: on_connect and on_message exclude each other", 2)
+  end
+  if (opts.on_open or opts.on_close) and not opts.on_message then
+    error("listen: on_open and on_close go with on_message", 2)
   end
   local s, err, code = core.listen(opts.host or "127.0.0.1", opts.port or 0, opts)
   if not s then
@@ -210,6 +354,13 @@ function M.listen(opts)
   end
   local self = setmetatable({ _s = s, opts = opts, accepted = {}, pending = {}, idle = 0 },
     Server)
+  self.pooled = FRESH_HANDLER or opts.on_message ~= nil
+  if opts.on_message then
+    self.evq, self.evh, self.evt = {}, 1, 0
+    self.queued = setmetatable({}, { __mode = "k" }) -- conn -> queued or served
+    self.idle_workers = {}
+    self.touched = false
+  end
   self.port = s:port()
   self.host = opts.host or "127.0.0.1"
   self.secure = opts.tls and true or false
@@ -295,6 +446,14 @@ function Server:close(timeout)
         break
       end
     end
+  end
+  -- on_close has run for every client (their news came during the waits):
+  -- idle workers end; busy ones end once their handler returns.
+  local idle = self.idle_workers
+  while idle and #idle > 0 do
+    local co = idle[#idle]
+    idle[#idle] = nil
+    sched.resume(co, STOP)
   end
   return true
 end

@@ -103,6 +103,59 @@ local function scenario()
   end
   bs:close()
 
+  -- The event style: messages queue in the shared inbox (a connection's
+  -- ring grows past 16), handlers run in workers, one waits; 150
+  -- connections replying in one pass pass the output burst bound (their
+  -- buffers are written mid-pass and reused); unread messages of a closed
+  -- connection are released.
+  local es = assert(wsuv.listen {
+    port = 0,
+    on_message = function(conn, m)
+      if m == "wait" then
+        wsuv.sleep(0.01)
+      end
+      conn:send(m, "binary")
+    end,
+  })
+  local ec = assert(wsuv.connect("ws://127.0.0.1:" .. es.port))
+  ec:send("wait")
+  for i = 1, 40 do
+    ec:send("e" .. i)
+  end
+  local ok_order = ec:receive(5) == "wait"
+  for i = 1, 40 do
+    ok_order = ok_order and ec:receive(5) == "e" .. i
+  end
+  step("events in order", ok_order)
+  local many, kb = {}, ("k"):rep(1000)
+  for i = 1, 150 do
+    many[i] = assert(wsuv.connect("ws://127.0.0.1:" .. es.port))
+  end
+  for i = 1, 150 do
+    many[i]:send(kb .. i)
+  end
+  local n = 0
+  for i = 1, 150 do
+    n = n + (many[i]:receive(5) == kb .. i and 1 or 0)
+  end
+  step("burst of replies", n == 150, n)
+  for i = 1, 150 do
+    many[i]:abort()
+  end
+  -- Messages nobody reads: a client's inbox slots go with it.
+  do
+    local unread = assert(wsuv.connect("ws://127.0.0.1:" .. es.port))
+    for i = 1, 20 do
+      unread:send("u" .. i)
+    end
+    step("unread echoes arrive", unread:receive(5) == "u1")
+    wsuv.sleep(0.05)
+    unread:abort()
+  end
+  collectgarbage()
+  ec:close()
+  es:close()
+
   -- Connections left open when the servers close.
   local open = {}
   for i = 1, 5 do
