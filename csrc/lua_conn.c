@@ -262,12 +262,16 @@ void wsuv__lua_hooks(wsuv_hooks_t *h) {
 
 wsuv_lconn_t *wsuv__lua_new_conn(lua_State *L, wsuv_lloop_t *ll,
                                  wsuv_tconn_t *c) {
+#if LUA_VERSION_NUM >= 504
+  wsuv_lconn_t *b = lua_newuserdatauv(L, sizeof(*b), 0); /* no user value */
+#else
   wsuv_lconn_t *b = lua_newuserdata(L, sizeof(*b));
+#endif
   memset(b, 0, sizeof(*b));
   b->magic = WSUV_LCONN_MAGIC;
   b->c = c;
   b->ll = ll;
-  b->close_reason = b->why = b->info = b->pong = LUA_NOREF;
+  b->close_reason = b->why = b->info = b->pong = b->request = LUA_NOREF;
   b->role = c->role;
   b->stream = (uint8_t)c->lim->stream;
   luaL_setmetatable(L, WSUV_CONN_MT);
@@ -476,6 +480,7 @@ static int l_conn_gc(lua_State *L) {
   unref(L, &b->why);
   unref(L, &b->info);
   unref(L, &b->pong);
+  unref(L, &b->request);
   return 0;
 }
 
@@ -596,7 +601,25 @@ static int l_conn_request_brief(lua_State *L) {
   luaL_addchar(&rec, '\0');
   luaL_addlstring(&rec, c->hs->head, c->hs->head_parsed);
   luaL_pushresult(&rec);
+  if (b->request == LUA_NOREF) { /* kept in the box: no table entry */
+    lua_pushvalue(L, -1);
+    b->request = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
   return 6;
+}
+
+/* conn:request_kept([value]) -> what the connection keeps of its request:
+ * the record request_brief made, or the table conn:request() built from
+ * it and stores here; nil on a client. */
+static int l_conn_request_kept(lua_State *L) {
+  wsuv_lconn_t *b = check_conn(L);
+  if (lua_gettop(L) >= 2 && b->request != LUA_NOREF) {
+    lua_settop(L, 2);
+    lua_rawseti(L, LUA_REGISTRYINDEX, b->request);
+    return 0;
+  }
+  push_ref(L, b->request);
+  return 1;
 }
 
 /* core.parse_request(raw) -> as conn:request_head(), or nil, msg */
@@ -1110,6 +1133,7 @@ static const luaL_Reg conn_methods[] = {{"try_receive", l_conn_try_receive},
                                         {"protocol", l_conn_protocol},
                                         {"request_head", l_conn_request},
                                         {"request_brief", l_conn_request_brief},
+                                        {"request_kept", l_conn_request_kept},
                                         {"response", l_conn_response},
                                         {"accept", l_conn_accept},
                                         {"respond", l_conn_respond},

@@ -14,7 +14,8 @@ typedef struct {
   wsuv_loop_t loop;
   lua_State *L; /* the thread inside the current call into the binding */
   int closed;
-  int *woken; /* anchors of objects freed with news: ready() hands them */
+  int *woken;       /* anchors of objects freed with news: ready() hands them */
+  int ready_filled; /* entries core.ready(t) last filled */
   size_t nwoken, woken_cap;
   /* Messages not yet taken, of every connection, wait in one table (a
    * registry ref): a connection holds slot numbers, so an idle one holds
@@ -51,7 +52,9 @@ typedef struct {
   int why;                    /* registry ref of the failure message */
   int info;                   /* registry ref: client response table */
   int pong;                   /* registry ref of the last pong payload */
-  unsigned pongs;             /* pongs received */
+  int request;    /* registry ref: server side, the request record (from
+                     request_brief), then the table conn:request() made */
+  unsigned pongs; /* pongs received */
   wsuv_role_t role;
   uint8_t stream;
 } wsuv_lconn_t;

@@ -65,12 +65,19 @@ static int l_run(lua_State *L) {
   return 1;
 }
 
-/* core.ready() -> array of connections and servers with news, or nil. */
+/* core.ready([t]) -> array of connections and servers with news, or nil.
+ * With a table t (the scheduler's, the same every pass), fills t[1..n]
+ * and returns n, 0 when none: a pass makes no garbage. What the previous
+ * call filled past n is cleared, so nothing stale stays referenced. */
 static int l_ready(lua_State *L) {
   wsuv_lloop_t *ll = wsuv__lua_loop(L);
   wsuv_loop_t *l = &ll->loop;
-  if (!l->nready && !ll->nwoken) return 0;
-  lua_createtable(L, (int)(l->nready + ll->nwoken), 0);
+  int fill = lua_istable(L, 1);
+  if (!fill && !l->nready && !ll->nwoken) return 0;
+  if (fill)
+    lua_settop(L, 1);
+  else
+    lua_createtable(L, (int)(l->nready + ll->nwoken), 0);
   int n = 0;
   for (size_t i = 0; i < ll->nwoken; i++) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, ll->woken[i]);
@@ -91,6 +98,13 @@ static int l_ready(lua_State *L) {
     lua_rawseti(L, -2, ++n);
   }
   l->nready = 0;
+  if (!fill) return 1;
+  for (int i = n + 1; i <= ll->ready_filled; i++) {
+    lua_pushnil(L);
+    lua_rawseti(L, 1, i);
+  }
+  ll->ready_filled = n;
+  lua_pushinteger(L, n);
   return 1;
 }
 

@@ -22,11 +22,11 @@ local park, yield, POLL = sched.park, coroutine.yield, sched.POLL
 
 local url = require "wsuv.url"
 
--- Per-connection Lua state lives in weak tables, not in a table per
--- connection: an idle server connection should cost as little as possible.
--- A request is kept as one string (its raw head and the peer address) and
--- becomes a table the first time conn:request() is called.
-local requests = setmetatable({}, { __mode = "k" }) -- conn -> record | table
+-- Per-connection Lua state lives in the C box or in weak tables, not in a
+-- table per connection: an idle server connection should cost as little as
+-- possible. A request is kept as one string (its raw head and the peer
+-- address, conn:request_kept()) and becomes a table the first time
+-- conn:request() is called.
 local datas = setmetatable({}, { __mode = "k" }) -- conn -> conn:data()
 
 local function deadline_of(timeout)
@@ -324,10 +324,10 @@ end
 
 -- request = conn:request(): the client's HTTP request (server side).
 function Conn:request()
-  local r = requests[self]
+  local r = self:request_kept()
   if type(r) == "string" then
     r = M.build_request(r)
-    requests[self] = r
+    self:request_kept(r)
   end
   return r
 end
@@ -340,11 +340,6 @@ function Conn:data()
     datas[self] = d
   end
   return d
-end
-
--- Internal: attach the request (a record or a table) built by the server.
-function M.set_request(conn, request)
-  requests[conn] = request
 end
 
 M.begin_close = begin_close

@@ -158,14 +158,23 @@ local function wake_obj(obj)
   end
 end
 
+-- The pass's lists (runnable, notified, touched) are swapped with an
+-- emptied spare rather than replaced by a new table: a pass makes no
+-- garbage of its own. (A pass nested in one of their walks finds the spare
+-- taken and makes one.)
+local spare_runnable, spare_notified, spare_touched = {}, {}, {}
+
 local function run_runnable()
-  while #runnable > 0 do
+  while runnable[1] ~= nil do
     local batch = runnable
-    runnable = {}
+    runnable = spare_runnable or {}
+    spare_runnable = nil
     for i = 1, #batch do
       local r = batch[i]
+      batch[i] = nil
       resume(r[1], compat.unpack(r, 2, r.n + 1))
     end
+    spare_runnable = batch
   end
 end
 
@@ -197,6 +206,10 @@ local function next_deadline()
   return d
 end
 
+-- core.ready fills this table in the outermost pass; a pass nested in its
+-- walk (a foreign coroutine waiting from inside a handler) gets its own.
+local ready_buf, depth = {}, 0
+
 -- One pass: start runnable coroutines, run libuv once (at most until
 -- timeout seconds, nil = until something happens), resume the waiters of
 -- objects with news and of passed deadlines. Returns whether watch had news
@@ -221,10 +234,19 @@ local function pass(timeout, watch, watch_deadline)
   end
   local alive = core.run(timeout)
   local hit = false
-  local ready = core.ready()
-  if ready then
-    for i = 1, #ready do
+  depth = depth + 1
+  local ready, n
+  if depth == 1 then
+    ready = ready_buf
+    n = core.ready(ready) -- fills it: no table per pass
+  else
+    ready = core.ready()
+    n = ready and #ready or 0
+  end
+  if n > 0 then
+    for i = 1, n do
       local obj = ready[i]
+      ready[i] = nil -- holds no object once the pass is done
       if obj == watch then
         hit = true
       end
@@ -242,22 +264,31 @@ local function pass(timeout, watch, watch_deadline)
       end
     end
   end
-  while #notified > 0 do
+  depth = depth - 1
+  while notified[1] ~= nil do
     local list = notified
-    notified = {}
+    notified = spare_notified or {}
+    spare_notified = nil
     for i = 1, #list do
-      if list[i] == watch then
+      local obj = list[i]
+      list[i] = nil
+      if obj == watch then
         hit = true
       end
-      wake_obj(list[i])
+      wake_obj(obj)
     end
+    spare_notified = list
   end
-  while #touched > 0 do
+  while touched[1] ~= nil do
     local list = touched
-    touched = {}
+    touched = spare_touched or {}
+    spare_touched = nil
     for i = 1, #list do
-      list[i]:drive()
+      local owner = list[i]
+      list[i] = nil
+      owner:drive()
     end
+    spare_touched = list
   end
   if #sleepers > 0 then
     expire_sleepers(core.now())

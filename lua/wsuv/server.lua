@@ -215,10 +215,10 @@ end
 -- Decides one request: true once accepted, else after answering it.
 local function decide(self, c)
   local opts = self.opts
-  -- record: the peer's address and port, then the raw head (see
-  -- conn:request(), which makes the table from it when first asked)
-  local target, upgrade, _, offered, origin, record = c:request_brief()
-  conn_mod.set_request(c, record)
+  -- The connection keeps the request record (peer address and port, raw
+  -- head) that request_brief made; conn:request() builds the table from it
+  -- when first asked.
+  local target, upgrade, _, offered, origin = c:request_brief()
   if upgrade ~= true then
     local req = c:request()
     if req.refuse_status then
