@@ -93,7 +93,7 @@ help:
 	@echo "  fuzz          build the libFuzzer targets (fuzz/fuzz_*.c)"
 	@echo "  fuzz-smoke    run each fuzz target FUZZ_SECONDS=$(FUZZ_SECONDS) on a copy of its corpus"
 	@echo "  bench         wsuv against node ws, python websockets, lua-http and a raw"
-	@echo "                TCP echo, 3 repeats (bench/run; about 10 minutes)"
+	@echo "                TCP echo, 3 repeats (bench/run; about 13 minutes)"
 	@echo "  bench-quick   the same, 1 repeat, short and smaller (about 90 s)"
 	@echo "  bench-deps    install the peers only the benchmarks need (bench/deps)"
 	@echo "  bench-core    core micro-benchmarks (bench/bench_core.c)"
