@@ -236,6 +236,29 @@ describe("wsuv server with on_message", function()
     assert.are.same({ "opened", "early" }, got)
   end)
 
+  it("serves what arrived during on_open as soon as on_open returns", function()
+    -- Nothing else happens meanwhile: the loop must not block with the
+    -- connection still to serve (it would wait for the next event, the
+    -- 100 ms sweep at worst).
+    local opened_at, served_at
+    local _, base = listen {
+      on_open = function()
+        wsuv.sleep(0.1)
+        opened_at = wsuv.now()
+      end,
+      on_message = function(c, m)
+        served_at = served_at or wsuv.now()
+        c:send(m)
+      end,
+    }
+    local c = connect(base)
+    c:send("early")
+    wsuv.sleep(0.3)
+    assert.is_truthy(served_at, "early was not served")
+    assert.is_true(served_at - opened_at < 0.03, "served " .. (served_at - opened_at) .. " s late")
+    assert.are.equal("early", (c:receive(5)))
+  end)
+
   it("delivers chunks with stream = true", function()
     local chunks = {}
     local _, base = listen {

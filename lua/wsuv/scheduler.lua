@@ -229,8 +229,8 @@ local function pass(timeout, watch, watch_deadline)
       timeout = left
     end
   end
-  if #notified > 0 then
-    timeout = 0
+  if notified[1] ~= nil or touched[1] ~= nil then
+    timeout = 0 -- news or owners to drive (a server's on_open returned)
   end
   local alive = core.run(timeout)
   local hit = false
@@ -368,7 +368,7 @@ function M.wait(obj, deadline)
       return nil, "timeout", "ETIMEDOUT"
     end
     if not alive and not deadline and #runnable == 0 and not next_deadline()
-        and #notified == 0 then
+        and #notified == 0 and touched[1] == nil then
       return nil, "nothing left that could wake this wait", "EDEADLK"
     end
   end
@@ -460,7 +460,7 @@ function M.run()
   while live > 0 do
     local _, alive = pass(nil)
     if live > 0 and not alive and #runnable == 0 and not next_deadline()
-        and #notified == 0 then
+        and #notified == 0 and touched[1] == nil then
       return nil, ("%d coroutine(s) wait on something that cannot happen"):format(live)
     end
   end
