@@ -147,7 +147,7 @@ local function worker_done(w, ok, err)
     return
   end
   local self, c = w.server, w.conn
-  io.stderr:write("wsuv: error in on_message: ", tostring(err), "\n")
+  io.stderr:write("wsuv: error in on_message or on_close: ", tostring(err), "\n")
   if c then
     self.queued[c] = nil
     if c:state() == "open" then
