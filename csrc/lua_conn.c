@@ -89,10 +89,22 @@ static void push_response(lua_State *L, wsuv_tconn_t *c) {
 /* ---- The message queue (see wsuv_lloop_t.inbox) ----------------------- */
 
 static int slot_alloc(wsuv_lloop_t *ll) {
+  ll->nqueued++;
   return ll->nfree ? ll->free_slots[--ll->nfree] : ++ll->inbox_top;
 }
 
-static void slot_free(wsuv_lloop_t *ll, int slot) {
+/* After a burst the inbox's array stays as large as the burst was: once
+ * nothing is queued, a large one is replaced by a new table. */
+#define INBOX_KEEP 4096
+
+static void slot_free(lua_State *L, wsuv_lloop_t *ll, int slot) {
+  if (--ll->nqueued == 0 && ll->inbox_top > INBOX_KEEP) {
+    lua_newtable(L);
+    lua_rawseti(L, LUA_REGISTRYINDEX, ll->inbox);
+    ll->inbox_top = 0;
+    ll->nfree = 0;
+    return;
+  }
   if (ll->nfree == ll->free_cap) {
     size_t cap = ll->free_cap ? ll->free_cap * 2 : 64;
     int *f = realloc(ll->free_slots, cap * sizeof(*f));
@@ -155,7 +167,7 @@ static int queue_pop_string(lua_State *L, wsuv_lconn_t *b) {
   lua_pushnil(L);
   lua_rawseti(L, -3, m.slot);
   lua_remove(L, -2);
-  slot_free(ll, m.slot);
+  slot_free(L, ll, m.slot);
   return m.flags;
 }
 
@@ -174,7 +186,7 @@ static void hook_event(wsuv_tconn_t *c, const wsuv_event_t *ev) {
     m.flags =
         (ev->type == WSUV_EV_TEXT ? FLAG_TEXT : 0) | (ev->fin ? FLAG_FIN : 0);
     if (queue_push(b, m) != 0) {
-      slot_free(ll, m.slot);
+      slot_free(L, ll, m.slot);
       wsuv__abort(c, WSUV_ENOMEM, "out of memory for a message");
       break;
     }

@@ -21,7 +21,8 @@ typedef struct {
    * registry ref): a connection holds slot numbers, so an idle one holds
    * no table. Slots are reused, latest freed first. */
   int inbox;
-  int inbox_top;   /* highest slot ever used */
+  int inbox_top;   /* highest slot used since the inbox was made */
+  size_t nqueued;  /* messages in it */
   int *free_slots; /* freed slots below inbox_top */
   size_t nfree, free_cap;
 } wsuv_lloop_t;

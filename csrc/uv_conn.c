@@ -13,12 +13,16 @@
 
 #include "uv_internal.h"
 
-#define MAX_HEADERS     WSUV_DEFAULT_MAX_HEADERS
-#define PIN_MIN         4096 /* below this, copying beats pinning */
-#define OUT_SMALL       256  /* output buffers of these sizes are recycled: */
-#define OUT_POOLED      2048 /* a pass's small replies need no more */
-#define OUT_BURST       (256 * 1024) /* their bytes held before a flush */
-#define SPARE_MAX       256          /* ... at most this many per loop */
+#define MAX_HEADERS WSUV_DEFAULT_MAX_HEADERS
+#define PIN_MIN     4096 /* below this, copying beats pinning */
+#define OUT_SMALL   256  /* output buffers of these sizes are recycled: */
+#define OUT_POOLED  2048 /* a pass's small replies need no more */
+#define OUT_BURST   (256 * 1024) /* their bytes held before a flush */
+/* What an unread message counts for in recv_queued besides its payload (a
+ * Lua string and a queue slot): a peer sending empty messages to a server
+ * that does not read them still meets max_unread. */
+#define MSG_OVERHEAD    64
+#define SPARE_MAX       256 /* ... at most this many per loop */
 #define MAX_REJECT_BODY (64 * 1024)
 #define STACK_BUFS      16
 #define TRIM_MS         1000         /* idle time before big buffers go back */
@@ -906,6 +910,7 @@ static void stop_reading(wsuv_tconn_t *c) {
 }
 
 void wsuv__consumed(wsuv_tconn_t *c, size_t len) {
+  len += MSG_OVERHEAD;
   c->recv_queued = len > c->recv_queued ? 0 : c->recv_queued - len;
   if (c->recv_msgs) c->recv_msgs--;
   if (!c->reading && c->tcp_open && c->phase >= WSUV_PHASE_OPEN &&
@@ -959,7 +964,7 @@ static void feed_frames(wsuv_tconn_t *c, uint8_t *buf, size_t len) {
     if (ev.type == WSUV_EV_TEXT || ev.type == WSUV_EV_BINARY) {
       if (c->phase != WSUV_PHASE_OPEN && c->recv_queued > c->lim->recv_high)
         continue; /* We are closing and nobody reads: drop. */
-      c->recv_queued += ev.len;
+      c->recv_queued += ev.len + MSG_OVERHEAD;
       c->recv_msgs++;
       if (ev.compressed && ev.first) c->pmd_in++;
       c->last_activity = c->last_recv;

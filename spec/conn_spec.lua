@@ -541,6 +541,42 @@ describe("wsuv connection", function()
         assert.are.equal(i, got[i])
       end
     end)
+
+    it("empty messages count towards max_unread too, and none is lost", function()
+      -- 6-byte frames with no payload: counted by payload alone they would
+      -- queue without end while the server does not read.
+      local N = 50000
+      local buffered, count, kinds_ok = nil, 0, true
+      local _, url = listen {
+        max_unread = 16 * 1024,
+        on_connect = function(conn)
+          wsuv.sleep(0.5)
+          buffered = 0
+          for _ in conn:poll() do
+            buffered = buffered + 1
+          end
+          count = buffered
+          while true do
+            local m, kind = conn:receive()
+            if not m then
+              break
+            end
+            kinds_ok = kinds_ok and m == "" and kind == "binary"
+            count = count + 1
+          end
+        end,
+      }
+      local c = connect(url)
+      for _ = 1, N do
+        assert(c:send("", "binary"))
+      end
+      wait_for(function()
+        return count == N
+      end, 20)
+      -- One read's frames (64 KiB / 6 bytes) past the limit at most.
+      assert.is_true(buffered < 12000, "buffered in Lua: " .. tostring(buffered))
+      assert.is_true(kinds_ok)
+    end)
   end)
 
   describe("server side", function()
