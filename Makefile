@@ -220,7 +220,7 @@ $(BUILD)/fuzz/obj/%.o: csrc/%.c $(CORE_HDRS)
 
 # Compiled and linked in two steps (as the tests and the benchmark are), so
 # bear records a plain compile command, not clang's internal -cc1 one.
-$(BUILD)/fuzz/target/%.o: fuzz/%.c fuzz/chunk.h $(CORE_HDRS)
+$(BUILD)/fuzz/target/%.o: fuzz/%.c fuzz/chunk.h csrc/test/sized_alloc.h $(CORE_HDRS)
 	@mkdir -p $(@D)
 	$(CLANG) $(WARN) $(FUZZ_SAN) -fsanitize=fuzzer-no-link -Icsrc -Ifuzz -c $< -o $@
 

@@ -25,6 +25,7 @@
  * the server writes is accepted by our client with the same parameters, and
  * connections start with them. */
 #include "chunk.h"
+#include "test/sized_alloc.h"
 #include "wsuv_conn.h"
 
 #include <string.h>
@@ -35,23 +36,17 @@ typedef struct {
 
 static void *track_alloc(void *ud, void *ptr, size_t nsize) {
   track_t *t = ud;
-  size_t old = 0;
-  uint8_t *base = NULL;
-  if (ptr) {
-    base = (uint8_t *)ptr - 16;
-    memcpy(&old, base, sizeof old);
-  }
+  size_t old = sized_size(ptr);
   if (nsize == 0) {
     t->live -= old;
-    free(base);
+    sized_free(ptr);
     return NULL;
   }
-  uint8_t *nb = realloc(base, nsize + 16);
-  if (!nb) return NULL;
-  memcpy(nb, &nsize, sizeof nsize);
+  void *p = sized_realloc(ptr, nsize);
+  if (!p) return NULL;
   t->live = t->live - old + nsize;
   if (t->live > t->peak) t->peak = t->live;
-  return nb + 16;
+  return p;
 }
 
 typedef struct {

@@ -13,6 +13,7 @@
  * in chunks gives the same messages and the same outcome as feeding it all
  * at once. */
 #include "chunk.h"
+#include "test/sized_alloc.h"
 #include "wsuv.h"
 
 #include <string.h>
@@ -28,25 +29,19 @@ typedef struct {
 
 static void *track_alloc(void *ud, void *ptr, size_t nsize) {
   track_t *t = ud;
-  size_t old = 0;
-  uint8_t *base = NULL;
-  if (ptr) {
-    base = (uint8_t *)ptr - 16;
-    memcpy(&old, base, sizeof old);
-  }
+  size_t old = sized_size(ptr);
   if (nsize == 0) {
     t->live -= old;
-    free(base);
+    sized_free(ptr);
     return NULL;
   }
   FUZZ_CHECK(nsize <= t->limit);
   if (t->refuse && t->count > 0) return NULL;
   t->count++;
-  uint8_t *nb = realloc(base, nsize + 16);
-  if (!nb) return NULL;
-  memcpy(nb, &nsize, sizeof nsize);
+  void *p = sized_realloc(ptr, nsize);
+  if (!p) return NULL;
   t->live = t->live - old + nsize;
-  return nb + 16;
+  return p;
 }
 
 /* What a run observed, serialised so two runs can be compared. */

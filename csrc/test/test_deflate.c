@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include "test.h"
+#include "test/sized_alloc.h"
 #include "wsuv_conn.h"
 
 /* ---- helpers ------------------------------------------------------------ */
@@ -20,25 +21,19 @@ typedef struct {
 
 static void *count_alloc(void *ud, void *ptr, size_t nsize) {
   counter_t *t = ud;
-  size_t old = 0;
-  uint8_t *base = NULL;
-  if (ptr) {
-    base = (uint8_t *)ptr - 16;
-    memcpy(&old, base, sizeof old);
-  }
+  size_t old = sized_size(ptr);
   if (nsize == 0) {
     t->live -= old;
-    free(base);
+    sized_free(ptr);
     return NULL;
   }
   if (++t->count >= t->fail_at && t->fail_at > 0) return NULL;
-  uint8_t *nb = realloc(base, nsize + 16);
-  if (!nb) return NULL;
-  memcpy(nb, &nsize, sizeof nsize);
+  void *p = sized_realloc(ptr, nsize);
+  if (!p) return NULL;
   t->live = t->live - old + nsize;
   if (t->live > t->peak) t->peak = t->live;
   if (nsize > t->biggest) t->biggest = nsize;
-  return nb + 16;
+  return p;
 }
 
 static wsuv_allocator_t counting(counter_t *t) {
