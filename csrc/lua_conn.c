@@ -102,7 +102,9 @@ static void slot_free(lua_State *L, wsuv_lloop_t *ll, int slot) {
     lua_newtable(L);
     lua_rawseti(L, LUA_REGISTRYINDEX, ll->inbox);
     ll->inbox_top = 0;
-    ll->nfree = 0;
+    free(ll->free_slots); /* as large as the burst too */
+    ll->free_slots = NULL;
+    ll->nfree = ll->free_cap = 0;
     return;
   }
   if (ll->nfree == ll->free_cap) {

@@ -14,8 +14,7 @@ typedef struct {
   wsuv_loop_t loop;
   lua_State *L; /* the thread inside the current call into the binding */
   int closed;
-  int *woken;       /* anchors of objects freed with news: ready() hands them */
-  int ready_filled; /* entries core.ready(t) last filled */
+  int *woken; /* anchors of objects freed with news: ready() hands them */
   size_t nwoken, woken_cap;
   /* Messages not yet taken, of every connection, wait in one table (a
    * registry ref): a connection holds slot numbers, so an idle one holds

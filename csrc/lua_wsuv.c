@@ -66,9 +66,8 @@ static int l_run(lua_State *L) {
 }
 
 /* core.ready([t]) -> array of connections and servers with news, or nil.
- * With a table t (the scheduler's, the same every pass), fills t[1..n]
- * and returns n, 0 when none: a pass makes no garbage. What the previous
- * call filled past n is cleared, so nothing stale stays referenced. */
+ * With an empty table t (the scheduler reuses its lists), fills t[1..n]
+ * instead and returns n, 0 when none: a pass makes no garbage. */
 static int l_ready(lua_State *L) {
   wsuv_lloop_t *ll = wsuv__lua_loop(L);
   wsuv_loop_t *l = &ll->loop;
@@ -98,13 +97,7 @@ static int l_ready(lua_State *L) {
     lua_rawseti(L, -2, ++n);
   }
   l->nready = 0;
-  if (!fill) return 1;
-  for (int i = n + 1; i <= ll->ready_filled; i++) {
-    lua_pushnil(L);
-    lua_rawseti(L, 1, i);
-  }
-  ll->ready_filled = n;
-  lua_pushinteger(L, n);
+  if (fill) lua_pushinteger(L, n);
   return 1;
 }
 

@@ -17,12 +17,12 @@
 #define PIN_MIN     4096 /* below this, copying beats pinning */
 #define OUT_SMALL   256  /* output buffers of these sizes are recycled: */
 #define OUT_POOLED  2048 /* a pass's small replies need no more */
+#define SPARE_MAX   256  /* ... at most this many of each per loop */
 #define OUT_BURST   (256 * 1024) /* their bytes held before a flush */
 /* What an unread message counts for in recv_queued besides its payload (a
  * Lua string and a queue slot): a peer sending empty messages to a server
  * that does not read them still meets max_unread. */
 #define MSG_OVERHEAD    64
-#define SPARE_MAX       256 /* ... at most this many per loop */
 #define MAX_REJECT_BODY (64 * 1024)
 #define STACK_BUFS      16
 #define TRIM_MS         1000         /* idle time before big buffers go back */
@@ -268,9 +268,9 @@ static uint8_t *out_take(wsuv_loop_t *l, size_t cap) {
   return p;
 }
 
-void wsuv__spare_trim(wsuv_loop_t *l, size_t keep) {
+void wsuv__spare_trim(wsuv_loop_t *l, int all) {
   for (int k = 0; k < 2; k++) {
-    size_t left = keep == SIZE_MAX ? l->spare[k].n / 2 : keep;
+    size_t left = all ? 0 : l->spare[k].n / 2;
     while (l->spare[k].n > left)
       free(l->spare[k].bufs[--l->spare[k].n]);
     if (!l->spare[k].n) {
@@ -1687,7 +1687,7 @@ void wsuv__sweep(wsuv_loop_t *l) {
   wsuv__loop_flush(l);
   /* Half the spare output buffers each sweep (100 ms): a burst's go back
    * within a second, a steady load keeps about what it uses. */
-  wsuv__spare_trim(l, SIZE_MAX);
+  wsuv__spare_trim(l, 0);
   /* A broadcast arena no write holds is let go: one after a big message
    * stays no longer than this. */
   if (l->arena && l->arena->base.refs == 1) wsuv__arena_trim(l);

@@ -216,9 +216,8 @@ void wsuv__loop_close(wsuv_loop_t *l);
 /* Runs libuv once: timeout_ms < 0 blocks until an event, 0 only polls.
  * Flushes pending output first. Returns nonzero while handles are alive. */
 int wsuv__loop_run(wsuv_loop_t *l, int64_t timeout_ms);
-/* Frees spare output buffers down to keep in each pool (0: all), or to
- * half of what each holds when keep is SIZE_MAX. */
-void wsuv__spare_trim(wsuv_loop_t *l, size_t keep);
+/* Frees half of each pool's spare output buffers, or all of them. */
+void wsuv__spare_trim(wsuv_loop_t *l, int all);
 void wsuv__loop_flush(wsuv_loop_t *l);
 /* Writes what c has queued now instead of at the end of the pass (c stays
  * on the dirty list; its turn there finds nothing). */

@@ -130,7 +130,7 @@ void wsuv__loop_close(wsuv_loop_t *l) {
   wsuv__tls_cache_free(l);
   free(l->ready);
   free(l->rbuf);
-  wsuv__spare_trim(l, 0);
+  wsuv__spare_trim(l, 1);
   wsuv__arena_trim(l);
   free(l->hdr_scratch);
   l->hdr_scratch = NULL;

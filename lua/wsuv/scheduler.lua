@@ -158,23 +158,45 @@ local function wake_obj(obj)
   end
 end
 
--- The pass's lists (runnable, notified, touched) are swapped with an
--- emptied spare rather than replaced by a new table: a pass makes no
--- garbage of its own. (A pass nested in one of their walks finds the spare
--- taken and makes one.)
-local spare_runnable, spare_notified, spare_touched = {}, {}, {}
+-- A pass walks lists (runnable, notified, touched, core.ready's) that grow
+-- while they are walked: each walk takes its list and puts an empty one in
+-- its place, clearing entries as it goes, and gives the list back. Lists are
+-- reused rather than made per pass, so a pass makes no garbage of its own
+-- (a pass nested in a walk takes another; one left by an error is
+-- collected).
+local emptied = {}
+
+local function fresh_list()
+  local n = #emptied
+  if n == 0 then
+    return {}
+  end
+  local t = emptied[n]
+  emptied[n] = nil
+  return t
+end
+
+local function give_back(list)
+  if #emptied < 8 then
+    emptied[#emptied + 1] = list
+  end
+end
+
+-- Whether a pass has queued work for the next one.
+local function work_queued()
+  return runnable[1] ~= nil or notified[1] ~= nil or touched[1] ~= nil
+end
 
 local function run_runnable()
   while runnable[1] ~= nil do
     local batch = runnable
-    runnable = spare_runnable or {}
-    spare_runnable = nil
+    runnable = fresh_list()
     for i = 1, #batch do
       local r = batch[i]
       batch[i] = nil
       resume(r[1], compat.unpack(r, 2, r.n + 1))
     end
-    spare_runnable = batch
+    give_back(batch)
   end
 end
 
@@ -206,10 +228,6 @@ local function next_deadline()
   return d
 end
 
--- core.ready fills this table in the outermost pass; a pass nested in its
--- walk (a foreign coroutine waiting from inside a handler) gets its own.
-local ready_buf, depth = {}, 0
-
 -- One pass: start runnable coroutines, run libuv once (at most until
 -- timeout seconds, nil = until something happens), resume the waiters of
 -- objects with news and of passed deadlines. Returns whether watch had news
@@ -229,24 +247,17 @@ local function pass(timeout, watch, watch_deadline)
       timeout = left
     end
   end
-  if notified[1] ~= nil or touched[1] ~= nil then
-    timeout = 0 -- news or owners to drive (a server's on_open returned)
+  if work_queued() then
+    timeout = 0 -- news, or owners to drive (a server's on_open returned)
   end
   local alive = core.run(timeout)
   local hit = false
-  depth = depth + 1
-  local ready, n
-  if depth == 1 then
-    ready = ready_buf
-    n = core.ready(ready) -- fills it: no table per pass
-  else
-    ready = core.ready()
-    n = ready and #ready or 0
-  end
+  local ready = fresh_list()
+  local n = core.ready(ready) -- fills it: no array per pass
   if n > 0 then
     for i = 1, n do
       local obj = ready[i]
-      ready[i] = nil -- holds no object once the pass is done
+      ready[i] = nil
       if obj == watch then
         hit = true
       end
@@ -264,11 +275,10 @@ local function pass(timeout, watch, watch_deadline)
       end
     end
   end
-  depth = depth - 1
+  give_back(ready)
   while notified[1] ~= nil do
     local list = notified
-    notified = spare_notified or {}
-    spare_notified = nil
+    notified = fresh_list()
     for i = 1, #list do
       local obj = list[i]
       list[i] = nil
@@ -277,18 +287,17 @@ local function pass(timeout, watch, watch_deadline)
       end
       wake_obj(obj)
     end
-    spare_notified = list
+    give_back(list)
   end
   while touched[1] ~= nil do
     local list = touched
-    touched = spare_touched or {}
-    spare_touched = nil
+    touched = fresh_list()
     for i = 1, #list do
       local owner = list[i]
       list[i] = nil
       owner:drive()
     end
-    spare_touched = list
+    give_back(list)
   end
   if #sleepers > 0 then
     expire_sleepers(core.now())
@@ -367,11 +376,19 @@ function M.wait(obj, deadline)
     if deadline and core.now() >= deadline then
       return nil, "timeout", "ETIMEDOUT"
     end
-    if not alive and not deadline and #runnable == 0 and not next_deadline()
-        and #notified == 0 and touched[1] == nil then
+    if not alive and not deadline and not work_queued() and not next_deadline() then
       return nil, "nothing left that could wake this wait", "EDEADLK"
     end
   end
+end
+
+-- A new coroutine of ours running fn; guard: true, or see spawn_guarded.
+local function adopt(fn, guard, value)
+  local co = coroutine.create(fn)
+  owned[co] = guard
+  guard_values[co] = value
+  live = live + 1
+  return co
 end
 
 -- Starts fn(...) in a new coroutine on the next pass. Returns the coroutine.
@@ -379,9 +396,7 @@ function M.spawn(fn, ...)
   if type(fn) ~= "function" then
     error("spawn: expected a function, got " .. type(fn), 2)
   end
-  local co = coroutine.create(fn)
-  owned[co] = true
-  live = live + 1
+  local co = adopt(fn, true)
   runnable[#runnable + 1] = compat.pack(co, ...)
   runnable[#runnable].n = select("#", ...)
   return co
@@ -428,10 +443,7 @@ end
 -- Starts fn(...) in a new owned coroutine at once (like spawn_guarded),
 -- from outside any owned coroutine. Returns the coroutine.
 function M.start(guard, value, fn, ...)
-  local co = coroutine.create(fn)
-  owned[co] = guard
-  guard_values[co] = value
-  live = live + 1
+  local co = adopt(fn, guard, value)
   resume(co, ...)
   return co
 end
@@ -459,8 +471,7 @@ end
 function M.run()
   while live > 0 do
     local _, alive = pass(nil)
-    if live > 0 and not alive and #runnable == 0 and not next_deadline()
-        and #notified == 0 and touched[1] == nil then
+    if live > 0 and not alive and not work_queued() and not next_deadline() then
       return nil, ("%d coroutine(s) wait on something that cannot happen"):format(live)
     end
   end

@@ -65,6 +65,15 @@ local function respond(c, status, headers, body)
   return false
 end
 
+-- An application's handler raised while it served c: report it, and close
+-- c with 1011 if it is still open.
+local function handler_failed(c, what, err)
+  io.stderr:write("wsuv: error in ", what, ": ", tostring(err), "\n")
+  if c and c:state() == "open" then
+    c:start_close(1011, "internal error")
+  end
+end
+
 -- The guard of a connection's handler (sched.spawn_guarded): once it has
 -- returned, close as conn:close would but without waiting, as its
 -- coroutine has ended; after an error, 1011 if still open.
@@ -72,10 +81,7 @@ local function handler_done(c, ok, err)
   if ok then
     return conn_mod.begin_close(c, 1000, "")
   end
-  io.stderr:write("wsuv: error in on_connect: ", tostring(err), "\n")
-  if c:state() == "open" then
-    c:start_close(1011, "internal error")
-  end
+  handler_failed(c, "on_connect", err)
 end
 
 -- ---- on_message: connections without a coroutine of their own ----------
@@ -96,25 +102,20 @@ local MAX_IDLE_WORKERS = 4
 local function serve(self, w, c)
   w.conn = c
   local on_message = self.opts.on_message
-  while true do
-    local data, kind, a, b = try_receive(c)
-    if data then
-      on_message(c, data, kind, a)
-    elseif kind == "again" then
-      break
-    else
-      sched.unwatch(c)
-      self.queued[c] = nil
-      w.conn = nil
-      local on_close = self.opts.on_close
-      if on_close then
-        on_close(c, a, b)
-      end
-      return
-    end
+  local data, kind, a, b = try_receive(c)
+  while data do
+    on_message(c, data, kind, a)
+    data, kind, a, b = try_receive(c)
   end
   self.queued[c] = nil
   w.conn = nil
+  if kind ~= "again" then -- closed: no more news from it
+    sched.unwatch(c)
+    local on_close = self.opts.on_close
+    if on_close then
+      on_close(c, a, b)
+    end
+  end
 end
 
 local function worker(self, w)
@@ -147,13 +148,10 @@ local function worker_done(w, ok, err)
     return
   end
   local self, c = w.server, w.conn
-  io.stderr:write("wsuv: error in on_message or on_close: ", tostring(err), "\n")
   if c then
     self.queued[c] = nil
-    if c:state() == "open" then
-      c:start_close(1011, "internal error")
-    end
   end
+  handler_failed(c, "on_message or on_close", err)
   self:touch()
 end
 
@@ -202,10 +200,7 @@ local function open_events(self, c)
   if on_open then
     local ok, err = compat.pcall(on_open, c)
     if not ok then
-      io.stderr:write("wsuv: error in on_open: ", tostring(err), "\n")
-      if c:state() == "open" then
-        c:start_close(1011, "internal error")
-      end
+      handler_failed(c, "on_open", err)
     end
   end
   sched.watch(c, self)
