@@ -432,7 +432,7 @@ static int l_conn_send(lua_State *L) {
   if (err) return send_error(L, err);
   lua_pushboolean(L, 1);
   int over = b->c->queued > b->c->lim->high_water;
-  if (over) b->c->drain_wanted = 1;
+  if (over) b->c->drain_wanted = WSUV_DRAIN_HIGH;
   lua_pushboolean(L, over);
   return 2;
 }
@@ -445,12 +445,18 @@ static int l_conn_flush(lua_State *L) {
   return 0;
 }
 
-/* conn:queued() -> bytes queued, high water mark, limit. Above the high
- * water mark, the connection becomes ready when the queue drains below it. */
+/* conn:queued([empty]) -> bytes queued, high water mark, limit. Above the
+ * high water mark, the connection becomes ready when the queue drains below
+ * it; with empty true, when the queue is empty (a sender waiting for room
+ * for a frame that does not fit under the limit yet). */
 static int l_conn_queued(lua_State *L) {
   wsuv_lconn_t *b = check_conn(L);
   wsuv_tconn_t *c = b->c;
-  if (c && c->queued > c->lim->high_water) c->drain_wanted = 1;
+  int empty = lua_toboolean(L, 2);
+  if (c && c->queued > (empty ? 0 : c->lim->high_water)) {
+    uint8_t want = empty ? WSUV_DRAIN_EMPTY : WSUV_DRAIN_HIGH;
+    if (!c->drain_wanted || want < c->drain_wanted) c->drain_wanted = want;
+  }
   lua_pushinteger(L, c ? (lua_Integer)c->queued : 0);
   lua_pushinteger(L, c ? (lua_Integer)c->lim->high_water : 0);
   lua_pushinteger(L, c ? (lua_Integer)c->lim->max_queued : 0);
@@ -517,6 +523,16 @@ static int l_conn_state(lua_State *L) {
     lua_pushstring(L, err <= -30000 ? wsuv_strerror(err) : uv_strerror(err));
   lua_pushstring(L, err <= -30000 ? wsuv_err_name(err) : uv_err_name(err));
   return 3;
+}
+
+/* conn:close_status() -> code, reason once closed (what receive reports
+ * after the last message), else nothing. Takes no message: conn:close()
+ * leaves unread ones readable. */
+static int l_conn_close_status(lua_State *L) {
+  wsuv_lconn_t *b = check_conn(L);
+  if (!conn_done(b)) return 0;
+  push_closed(L, b); /* nil, "closed", code, reason: the last two */
+  return 2;
 }
 
 static int l_conn_peer(lua_State *L) {
@@ -1143,6 +1159,7 @@ static const luaL_Reg conn_methods[] = {{"try_receive", l_conn_try_receive},
                                         {"start_close", l_conn_close},
                                         {"abort", l_conn_abort},
                                         {"state", l_conn_state},
+                                        {"close_status", l_conn_close_status},
                                         {"peer", l_conn_peer},
                                         {"protocol", l_conn_protocol},
                                         {"request_head", l_conn_request},

@@ -412,7 +412,9 @@ static void do_shutdown(wsuv_tconn_t *c);
 static void after_write(wsuv_tconn_t *c) {
   /* Wake senders waiting to drain, and only them: waking on every write
    * resumed each connection's reader for nothing (1,000 per broadcast). */
-  if (c->drain_wanted && c->queued <= c->lim->high_water) {
+  if (c->drain_wanted &&
+      c->queued <=
+          (c->drain_wanted == WSUV_DRAIN_HIGH ? c->lim->high_water : 0)) {
     c->drain_wanted = 0;
     wsuv__ready(c->loop, &c->obj);
   }
@@ -957,7 +959,10 @@ void wsuv__release_close(wsuv_tconn_t *c) {
 static void end_input(wsuv_tconn_t *c) {
   c->defer_close = 1;
   wsuv__ready(c->loop, &c->obj);
-  if (c->recv_msgs && c->obj.data) {
+  /* When we closed first, our close frame went already and the peer's
+   * ends the handshake: nothing is owed, and conn:close() must not wait
+   * for Lua to read what is left (it stays readable). */
+  if (c->recv_msgs && c->obj.data && c->phase != WSUV_PHASE_CLOSING) {
     stop_reading(c);
     c->deadline = wsuv__now(c->loop) + c->lim->close_timeout;
     return;

@@ -16,6 +16,11 @@
 
 #define WSUV_READ_BUFFER_SIZE (64 * 1024)
 
+/* What a waiting sender waits for (wsuv_tconn_t.drain_wanted): the queue
+ * at or below high_water, or empty (room for any frame under max_queued).
+ * With both wanted, the lower value wins: an early wake is rechecked. */
+enum { WSUV_DRAIN_HIGH = 1, WSUV_DRAIN_EMPTY = 2 };
+
 typedef struct wsuv_loop_s wsuv_loop_t;
 typedef struct wsuv_tconn_s wsuv_tconn_t;
 typedef struct wsuv_tserver_s wsuv_tserver_t;
@@ -141,7 +146,7 @@ struct wsuv_tconn_s {
   uint8_t shutting;     /* 1: FIN after the queue drains; 2: FIN sent */
   uint8_t retry;        /* handle closing to try the next address */
   uint8_t ws_inited;    /* ws holds protocol state (upgrade done) */
-  uint8_t drain_wanted; /* a sender saw the queue above high_water */
+  uint8_t drain_wanted; /* 0 or WSUV_DRAIN_*: a sender waits */
   uint8_t defer_close;  /* peer closed or failed; reply once Lua has read
                            the messages that came before */
   uint8_t tls_bye;      /* close_notify queued */

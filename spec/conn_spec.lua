@@ -229,6 +229,23 @@ describe("wsuv connection", function()
       assert.are.same({ nil, "closed", 4000, reason }, { c:receive() })
     end)
 
+    it("close() right after a send does not wait for the unread echo", function()
+      -- The echo arrives with the server's close reply; nothing is owed to
+      -- the peer once we closed first, so close() returns at once (it took
+      -- the 10-second close timeout) and the echo can still be read.
+      local _, url = listen()
+      local c = connect(url)
+      assert.is_true(c:send("last words"))
+      local t0 = wsuv.now()
+      local ok, code = c:close()
+      local took = wsuv.now() - t0
+      assert.is_true(ok)
+      assert.are.equal(1000, code)
+      assert.is_true(took < 2, ("close took %.2f s"):format(took))
+      assert.are.same({ "last words", "text" }, { c:receive(0) })
+      assert.are.same({ nil, "closed", 1000, "" }, { c:receive(0) })
+    end)
+
     it("a server-initiated close reaches the client's receive", function()
       local closed
       local _, url = listen {
@@ -499,6 +516,65 @@ describe("wsuv connection", function()
       for i = 1, N do
         assert.are.equal(i, got[i])
       end
+    end)
+
+    it("a message that fits max_queued only when the queue is empty waits for it", function()
+      -- The peer does not read: fillers go until the kernel's buffers are
+      -- full and part of one stays queued. A message of exactly max_queued
+      -- then fits only an empty queue: in a coroutine, send waits for that
+      -- rather than failing (an echo of such messages lost one whenever the
+      -- tail of the one before was still queued).
+      local MAX, FILL = 1024 * 1024, 64 * 1024
+      local release, result, fillers = false, nil, 0
+      local _, url = listen {
+        max_queued = MAX,
+        high_water = 512 * 1024,
+        on_connect = function(conn)
+          wsuv.sleep(0.002) -- the handshake's response goes first
+          while select(1, conn:queued()) == 0 and fillers < 2000 do
+            fillers = fillers + 1
+            assert(conn:send(("%06d"):format(fillers) .. ("f"):rep(FILL - 6), "binary"))
+            wsuv.sleep(0.002) -- a pass: the queue goes to the kernel
+          end
+          release = true
+          local w = conn:writer("binary") -- a writer's frames wait the same way
+          result = {
+            send = { conn:send(("B"):rep(MAX), "binary") },
+            write = { w:write(("W"):rep(MAX)) },
+            finish = { w:finish(("w"):rep(MAX)) },
+          }
+        end,
+      }
+      local c = connect(url, { max_unread = 64 * 1024, max_message = 4 * MAX })
+      wait_for(function()
+        return release
+      end, 20)
+      assert.is_true(fillers > 1 and fillers < 2000, "fillers: " .. fillers)
+      for i = 1, fillers do
+        local m = c:receive(10)
+        assert.are.equal(i, tonumber(m:sub(1, 6)))
+      end
+      -- (compared as booleans: a failure must not print megabytes)
+      assert.is_true(c:receive(10) == ("B"):rep(MAX), "the message of max_queued bytes")
+      assert.is_true(c:receive(10) == ("W"):rep(MAX) .. ("w"):rep(MAX), "the writer's message")
+      wait_for(function()
+        return result ~= nil
+      end)
+      assert.are.same({ send = { true }, write = { true }, finish = { true } }, result)
+    end)
+
+    it("a frame larger than max_queued is \"buffer full\" even in a coroutine", function()
+      local _, url = listen()
+      local c = connect(url, { max_queued = 64 * 1024 })
+      local result
+      wsuv.spawn(function()
+        result = { c:send(("x"):rep(64 * 1024 + 1), "binary") }
+      end)
+      wait_for(function()
+        return result ~= nil
+      end)
+      assert.are.same({ nil, "buffer full", "EBUFFULL" }, result)
+      assert.is_true(c:send("still open"))
     end)
 
     it("the server stops reading past max_unread and resumes when Lua reads", function()

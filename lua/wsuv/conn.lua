@@ -115,11 +115,12 @@ function Conn:poll()
   end
 end
 
--- In a wsuv coroutine, waits while more than high_water bytes are queued.
-local function wait_drain(self)
+-- In a wsuv coroutine, waits while more than high_water bytes are queued
+-- (with empty, until nothing is).
+local function wait_drain(self, empty)
   while true do
-    local queued, high = self:queued()
-    if queued <= high then
+    local queued, high = self:queued(empty)
+    if queued <= (empty and 0 or high) then
       return true
     end
     local st = self:state()
@@ -145,6 +146,28 @@ local function after_send(self, over)
   return true
 end
 
+-- After send_frame said "buffer full": in a wsuv coroutine, a frame that
+-- fits under max_queued waits until the queue is empty and goes then; only
+-- a frame larger than max_queued itself is "buffer full" there. (Without
+-- this, an echo of messages near max_queued lost one whenever the tail of
+-- the one before was still queued.)
+local function send_when_room(self, data, kind, fin, plain)
+  local _, _, max = self:queued()
+  if #data > max or not sched.in_scheduler() then
+    return nil, "buffer full", "EBUFFULL"
+  end
+  while true do
+    local ok, err, code = wait_drain(self, true)
+    if not ok then
+      return nil, err, code
+    end
+    local sok, over, scode = send_frame(self, data, kind, fin, plain)
+    if sok or scode ~= "EBUFFULL" then
+      return sok, over, scode
+    end
+  end
+end
+
 -- ok = conn:send(data[, kind]) with kind "text" (default) or "binary".
 -- Returns true, or nil, "buffer full" | "closed", code.
 function Conn:send(data, kind, opts)
@@ -160,7 +183,12 @@ function Conn:send(data, kind, opts)
     if over == false then -- send_frame checks the type: no type() per message
       error("send: data must be a string, got " .. type(data), 2)
     end
-    return nil, over, code
+    if code == "EBUFFULL" then
+      ok, over, code = send_when_room(self, data, kind or "text", true, plain)
+    end
+    if not ok then
+      return nil, over, code
+    end
   end
   if not over and sched.current then
     return true -- after_send's usual case, without the call
@@ -186,7 +214,11 @@ function Conn:writer(kind, opts)
       error("writer: chunk must be a string", 3)
     end
     local plain = not started and opts and opts.compress == false
-    local ok, over, code = conn:send_frame(chunk, started and "continuation" or kind, fin, plain)
+    local fkind = started and "continuation" or kind
+    local ok, over, code = conn:send_frame(chunk, fkind, fin, plain)
+    if code == "EBUFFULL" then
+      ok, over, code = send_when_room(conn, chunk, fkind, fin, plain)
+    end
     if not ok then
       return nil, over, code
     end
@@ -261,8 +293,8 @@ function Conn:close(code, reason)
   while self:state() ~= "closed" do
     sched.wait(self)
   end
-  local _, _, pcode, preason = self:try_receive()
-  return true, pcode, preason
+  -- The peer's code without taking a message: unread ones stay readable.
+  return true, self:close_status()
 end
 
 -- For Lua 5.4's `local conn <close> = ...`.
