@@ -27,11 +27,6 @@
 #define STACK_BUFS      16
 #define TRIM_MS         1000         /* idle time before big buffers go back */
 #define TLS_KEEP        (256 * 1024) /* BIO buffers kept while busy */
-/* A frame with at least this much payload still to come is read straight
- * into its message's storage (no copy from the read buffer), in reads of
- * at most DIRECT_MAX. */
-#define DIRECT_MIN WSUV_READ_BUFFER_SIZE
-#define DIRECT_MAX (1u << 30)
 
 typedef struct {
   uv_write_t req;
@@ -46,8 +41,6 @@ typedef struct {
 static void close_handle(wsuv_tconn_t *c);
 static void finish(wsuv_tconn_t *c);
 static void handle_input(wsuv_tconn_t *c, uint8_t *buf, size_t len);
-static size_t direct_room(wsuv_tconn_t *c, uint8_t **dst);
-static void direct_input(wsuv_tconn_t *c, size_t n);
 static void try_next_addr(wsuv_tconn_t *c);
 static int flush_conn(wsuv_tconn_t *c);
 static void out_free(wsuv_loop_t *l, uint8_t *out, size_t cap);
@@ -823,13 +816,6 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   wsuv_tconn_t *c = h->data;
   wsuv_loop_t *l = c->loop;
   (void)suggested;
-  uint8_t *dst;
-  size_t room = direct_room(c, &dst);
-  if (room) {
-    *buf = uv_buf_init((char *)dst,
-                       room > DIRECT_MAX ? DIRECT_MAX : (unsigned)room);
-    return;
-  }
   if (!l->rbuf) l->rbuf = malloc(WSUV_READ_BUFFER_SIZE);
   if (!l->rbuf || l->rbuf_busy) {
     *buf = uv_buf_init(NULL, 0); /* read_cb gets UV_ENOBUFS */
@@ -899,7 +885,6 @@ static void tls_input(wsuv_tconn_t *c, uint8_t *buf, size_t len) {
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   wsuv_tconn_t *c = s->data;
   wsuv_loop_t *l = c->loop;
-  int direct = buf->base && buf->base != (char *)l->rbuf; /* alloc_cb */
   if (buf->base == (char *)l->rbuf) l->rbuf_busy = 0;
   if (nread == 0) return;
   if (nread < 0) {
@@ -907,9 +892,7 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   c->last_recv = uv_now(l->uv); /* updated after the poll */
-  if (direct)
-    direct_input(c, (size_t)nread);
-  else if (c->tls)
+  if (c->tls)
     tls_input(c, (uint8_t *)buf->base, (size_t)nread);
   else
     handle_input(c, (uint8_t *)buf->base, (size_t)nread);
@@ -970,76 +953,40 @@ static void end_input(wsuv_tconn_t *c) {
   wsuv__release_close(c);
 }
 
-/* Passes one parser event on; returns nonzero when input has ended. */
-static int take_event(wsuv_tconn_t *c, wsuv_event_t *ev) {
-  wsuv_loop_t *l = c->loop;
-  if (ev->type == WSUV_EV_TEXT || ev->type == WSUV_EV_BINARY) {
-    if (c->phase != WSUV_PHASE_OPEN && c->recv_queued > c->lim->recv_high)
-      return 0; /* We are closing and nobody reads: drop. */
-    c->recv_queued += ev->len + MSG_OVERHEAD;
-    c->recv_msgs++;
-    if (ev->compressed && ev->first) c->pmd_in++;
-    c->last_activity = c->last_recv;
-  } else if (ev->type == WSUV_EV_PONG) {
-    c->ping_sent = 0;
-  }
-  if (l->hooks.event) l->hooks.event(c, ev);
-  if (ev->type == WSUV_EV_CLOSE) {
-    end_input(c);
-    return 1;
-  }
-  if (ev->type == WSUV_EV_PING) queue_owed(c);
-  wsuv__ready(l, &c->obj);
-  return 0;
-}
-
-static void input_failed(wsuv_tconn_t *c, int err) {
-  set_errorf(c, err, "receive", wsuv_strerror(err));
-  end_input(c);
-}
-
-static void input_done(wsuv_tconn_t *c) {
-  if (c->recv_queued > c->lim->recv_high && c->tcp_open &&
-      c->phase == WSUV_PHASE_OPEN)
-    stop_reading(c); /* Backpressure: nobody reads what we deliver. */
-}
-
 static void feed_frames(wsuv_tconn_t *c, uint8_t *buf, size_t len) {
+  wsuv_loop_t *l = c->loop;
   while (len > 0 && c->tcp_open) {
     wsuv_event_t ev;
     ssize_t n = wsuv_conn_feed(&c->ws, buf, len, &ev);
     if (n < 0) {
-      input_failed(c, (int)n);
+      set_errorf(c, (int)n, "receive", wsuv_strerror((int)n));
+      end_input(c);
       return;
     }
     buf += n;
     len -= (size_t)n;
     if (ev.type == WSUV_EV_NONE) break;
-    if (take_event(c, &ev)) return;
+    if (ev.type == WSUV_EV_TEXT || ev.type == WSUV_EV_BINARY) {
+      if (c->phase != WSUV_PHASE_OPEN && c->recv_queued > c->lim->recv_high)
+        continue; /* We are closing and nobody reads: drop. */
+      c->recv_queued += ev.len + MSG_OVERHEAD;
+      c->recv_msgs++;
+      if (ev.compressed && ev.first) c->pmd_in++;
+      c->last_activity = c->last_recv;
+    } else if (ev.type == WSUV_EV_PONG) {
+      c->ping_sent = 0;
+    }
+    if (l->hooks.event) l->hooks.event(c, &ev);
+    if (ev.type == WSUV_EV_CLOSE) {
+      end_input(c);
+      return;
+    }
+    if (ev.type == WSUV_EV_PING) queue_owed(c);
+    wsuv__ready(l, &c->obj);
   }
-  input_done(c);
-}
-
-/* Where the next read may go straight into the message being received
- * (wsuv_conn_direct): the rest of a large frame, without TLS (whose
- * plaintext comes out of OpenSSL) and while frames are parsed. */
-static size_t direct_room(wsuv_tconn_t *c, uint8_t **dst) {
-  if (c->tls || !c->ws_inited || !c->tcp_open ||
-      (c->phase != WSUV_PHASE_OPEN && c->phase != WSUV_PHASE_CLOSING) ||
-      (c->shutting == 2 && c->ws.state == WSUV_STATE_CLOSED))
-    return 0;
-  return wsuv_conn_direct(&c->ws, DIRECT_MIN, dst);
-}
-
-static void direct_input(wsuv_tconn_t *c, size_t n) {
-  wsuv_event_t ev;
-  int r = wsuv_conn_direct_done(&c->ws, n, &ev);
-  if (r < 0) {
-    input_failed(c, r);
-    return;
-  }
-  if (r > 0 && take_event(c, &ev)) return;
-  input_done(c);
+  if (c->recv_queued > c->lim->recv_high && c->tcp_open &&
+      c->phase == WSUV_PHASE_OPEN)
+    stop_reading(c); /* Backpressure: nobody reads what we deliver. */
 }
 
 /* Starts the WebSocket protocol; pmd: the agreed permessage-deflate, or

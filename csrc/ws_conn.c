@@ -397,21 +397,6 @@ ssize_t wsuv_conn_feed(wsuv_conn_t *c, uint8_t *buf, size_t len,
   return n;
 }
 
-size_t wsuv_conn_direct(wsuv_conn_t *c, size_t min, uint8_t **dst) {
-  if (c->pmd || c->state == WSUV_STATE_CLOSED) return 0;
-  return wsuv_parser_direct(&c->parser, min, dst);
-}
-
-int wsuv_conn_direct_done(wsuv_conn_t *c, size_t n, wsuv_event_t *ev) {
-  if (c->pmd || c->state == WSUV_STATE_CLOSED) {
-    *ev = (wsuv_event_t){.type = WSUV_EV_NONE};
-    return WSUV_EINVAL; /* nothing was offered */
-  }
-  int r = wsuv_parser_direct_done(&c->parser, n, ev);
-  if (r < 0) fail(c, r);
-  return r;
-}
-
 int wsuv_conn_want_write(const wsuv_conn_t *c) {
   return c->pong_len_set || c->close_len;
 }

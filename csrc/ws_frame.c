@@ -405,38 +405,3 @@ ssize_t wsuv_parser_feed(wsuv_parser_t *p, uint8_t *buf, size_t len,
   }
   return (ssize_t)off;
 }
-
-size_t wsuv_parser_direct(wsuv_parser_t *p, size_t min, uint8_t **dst) {
-  if (p->state != ST_DATA || p->cfg.stream || !min || p->frame_left < min)
-    return 0;
-  size_t left = p->frame_left < SIZE_MAX ? (size_t)p->frame_left : SIZE_MAX;
-  if (p->buf_cap - p->buf_len < min) {
-    /* Geometric growth as in data_step, never past the frame's end. */
-    size_t want = p->buf_len > min ? p->buf_len : min;
-    if (buf_reserve(p, want < left ? want : left)) return 0;
-  }
-  size_t room = p->buf_cap - p->buf_len;
-  *dst = p->buf + p->buf_len;
-  return room < left ? room : left;
-}
-
-int wsuv_parser_direct_done(wsuv_parser_t *p, size_t n, wsuv_event_t *ev) {
-  *ev = (wsuv_event_t){.type = WSUV_EV_NONE};
-  if (p->err) return (int)fail(p, p->err, ev);
-  if (p->state != ST_DATA || p->cfg.stream || n > p->frame_left ||
-      n > p->buf_cap - p->buf_len)
-    return (int)fail(p, WSUV_EINVAL, ev);
-  uint8_t *d = p->buf + p->buf_len;
-  unmask(p, d, n); /* in place: this is the message's storage */
-  p->buf_len += n;
-  int r = text_feed(p, d, n);
-  if (r) return (int)fail(p, r, ev);
-  p->frame_left -= n;
-  if (p->frame_left) return 0;
-  p->state = ST_HEADER;
-  if (!p->frame.fin) return 0;
-  size_t len = p->buf_len;
-  p->buf_len = 0; /* as in data_step: ev->data stays valid until reuse */
-  r = msg_event(p, p->buf, len, 1, ev);
-  return r < 0 ? (int)fail(p, r, ev) : r;
-}

@@ -244,24 +244,6 @@ WSUV_EXTERN void wsuv_parser_trim(wsuv_parser_t *p);
 WSUV_EXTERN ssize_t wsuv_parser_feed(wsuv_parser_t *p, uint8_t *buf, size_t len,
                                      wsuv_event_t *ev);
 
-/* Reading a large message straight into the parser's storage: when the
- * frame being read is a data frame of a whole (not streamed) message with
- * at least min payload bytes still to come, returns how many bytes may be
- * written at *dst (at most the rest of the frame, so nothing of the next
- * frame lands there), else 0 (also without memory for it). Write the
- * bytes as received (still masked), then call wsuv_parser_direct_done with
- * their count before any other call on p: the payload is unmasked in place
- * and takes the same road as in wsuv_parser_feed. This saves the copy from
- * the read buffer into the storage. */
-WSUV_EXTERN size_t wsuv_parser_direct(wsuv_parser_t *p, size_t min,
-                                      uint8_t **dst);
-/* n bytes were written where wsuv_parser_direct said. Returns 1 with *ev
- * the whole message when they completed it, 0 when more is needed, or a
- * negative WSUV_E* code with ev->close_code as wsuv_parser_feed does
- * (WSUV_EINVAL when n is more than was offered). */
-WSUV_EXTERN int wsuv_parser_direct_done(wsuv_parser_t *p, size_t n,
-                                        wsuv_event_t *ev);
-
 /* ---- HTTP heads and the opening handshake (ws_handshake.c) -------------- */
 
 typedef struct {

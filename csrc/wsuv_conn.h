@@ -109,15 +109,6 @@ WSUV_EXTERN void wsuv_conn_free(wsuv_conn_t *c);
 WSUV_EXTERN ssize_t wsuv_conn_feed(wsuv_conn_t *c, uint8_t *buf, size_t len,
                                    wsuv_event_t *ev);
 
-/* wsuv_parser_direct / wsuv_parser_direct_done for a connection: reading
- * a large message straight into its storage. Offered only without
- * permessage-deflate (whose input goes to the inflater) and before the
- * connection closed; wsuv_conn_direct_done then fails the connection on
- * an error as wsuv_conn_feed does. */
-WSUV_EXTERN size_t wsuv_conn_direct(wsuv_conn_t *c, size_t min, uint8_t **dst);
-WSUV_EXTERN int wsuv_conn_direct_done(wsuv_conn_t *c, size_t n,
-                                      wsuv_event_t *ev);
-
 /* Nonzero when control frames are owed to the peer. */
 WSUV_EXTERN int wsuv_conn_want_write(const wsuv_conn_t *c);
 /* Moves the owed control frames (pong first, then close) into out, masked

@@ -11,8 +11,7 @@
  * the parser stays failed with the same code and the matching close code;
  * storage never exceeds max_message and is all freed; and feeding the input
  * in chunks gives the same messages and the same outcome as feeding it all
- * at once, also when the chunked run reads payload straight into the
- * parser's storage (wsuv_parser_direct). */
+ * at once. */
 #include "chunk.h"
 #include "test/sized_alloc.h"
 #include "wsuv.h"
@@ -165,26 +164,8 @@ static void check_event(const wsuv_parser_t *p, const wsuv_event_t *ev,
 
 /* Feeds data (a copy, since the parser unmasks in place) in chunks of
  * chunk bytes (0: all at once) and records what happened in t. */
-/* One step of run(): where the parser offers its storage for the rest of a
- * large frame (wsuv_parser_direct), up to that much of the input is
- * "read" straight into it, as the transport does; else a plain feed. */
-static ssize_t step(wsuv_parser_t *p, int direct, uint8_t *buf, size_t n,
-                    wsuv_event_t *ev) {
-  uint8_t *dst;
-  size_t room = direct ? wsuv_parser_direct(p, 1, &dst) : 0;
-  if (!room) return wsuv_parser_feed(p, buf, n, ev);
-  size_t k = room < n ? room : n;
-  memcpy(dst, buf, k);
-  int r = wsuv_parser_direct_done(p, k, ev);
-  if (r != 0 || k == n) return r < 0 ? r : (ssize_t)k;
-  /* The frame ended without an event: go on with the rest, so that "no
-   * event" still means "all input taken", as with wsuv_parser_feed. */
-  ssize_t more = step(p, direct, buf + k, n - k, ev);
-  return more < 0 ? more : (ssize_t)k + more;
-}
-
 static void run(const wsuv_parser_config_t *base, int refuse, size_t chunk,
-                int direct, const uint8_t *data, size_t size, trace_t *t) {
+                const uint8_t *data, size_t size, trace_t *t) {
   /* The reassembly buffer stays within max_message; the buffer for a split
    * control payload is WSUV_MAX_CONTROL_PAYLOAD whatever the limit. */
   size_t limit = (size_t)base->max_message;
@@ -206,7 +187,7 @@ static void run(const wsuv_parser_config_t *base, int refuse, size_t chunk,
     int idle = 0;
     while (pos < n) {
       wsuv_event_t ev;
-      ssize_t r = step(&p, direct, buf + pos, n - pos, &ev);
+      ssize_t r = wsuv_parser_feed(&p, buf + pos, n - pos, &ev);
       if (r < 0) {
         FUZZ_CHECK(strcmp(wsuv_err_name((int)r), "UNKNOWN") != 0);
         FUZZ_CHECK(ev.close_code == wsuv_err_close_code((int)r));
@@ -258,11 +239,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   int refuse = (conf & 0xC0) == 0xC0;
 
   trace_t chunked = {0}, whole = {0};
-  /* The chunked run reads large frames straight into the parser's storage
-   * (wsuv_parser_direct) when the config says so; the whole run never
-   * does, so the comparison below holds the two roads to the same result. */
-  run(&cfg, refuse, c.chunk, (conf & 0x40) != 0, c.p, c.n, &chunked);
-  run(&cfg, refuse, 0, 0, c.p, c.n, &whole);
+  run(&cfg, refuse, c.chunk, c.p, c.n, &chunked);
+  run(&cfg, refuse, 0, c.p, c.n, &whole);
   /* However the bytes are split, the same messages and the same outcome.
    * (A refusing allocator fails at a split-dependent point, so skip.) */
   if (!refuse) {

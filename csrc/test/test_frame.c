@@ -87,28 +87,6 @@ static void record(log_t *l, const wsuv_event_t *ev, int stream,
   }
 }
 
-/* Nonzero: feed_cuts "reads" payload straight into the parser's storage
- * wherever wsuv_parser_direct offers it, as the transport does for large
- * frames, and feeds the rest. */
-static int use_direct;
-
-/* One call: wsuv_parser_direct + wsuv_parser_direct_done where offered,
- * else wsuv_parser_feed. Returns as wsuv_parser_feed does. */
-static ssize_t feed_step(wsuv_parser_t *p, uint8_t *b, size_t n,
-                         wsuv_event_t *ev) {
-  uint8_t *dst;
-  size_t room = use_direct ? wsuv_parser_direct(p, 1, &dst) : 0;
-  if (!room) return wsuv_parser_feed(p, b, n, ev);
-  size_t k = room < n ? room : n;
-  if (k) memcpy(dst, b, k);
-  int r = wsuv_parser_direct_done(p, k, ev);
-  if (r != 0 || k == n) return r < 0 ? r : (ssize_t)k;
-  /* The frame ended without an event: go on with the rest, so that "no
-   * event" still means "all input taken", as with wsuv_parser_feed. */
-  ssize_t more = feed_step(p, b + k, n - k, ev);
-  return more < 0 ? more : (ssize_t)k + more;
-}
-
 /* Feeds in[0..len) in chunks [pos[i], pos[i+1]), each in its own heap
  * block (so ASan sees any read past it or any pointer kept after it). */
 static void feed_cuts(const wsuv_parser_config_t *cfg, const uint8_t *in,
@@ -123,7 +101,7 @@ static void feed_cuts(const wsuv_parser_config_t *cfg, const uint8_t *in,
     uint8_t *b = malloc(k ? k : 1);
     if (k) memcpy(b, in + pos[i], k);
     do {
-      ssize_t r = feed_step(&p, b + off, k - off, &ev);
+      ssize_t r = wsuv_parser_feed(&p, b + off, k - off, &ev);
       if (r < 0) {
         l->err = (int)r;
         l->close_code = ev.close_code;
@@ -234,9 +212,6 @@ static void check_feed(const char *name, const wsuv_parser_config_t *cfg,
   wsuv_parser_config_t c = *cfg;
   c.stream = 0;
   CHECK_EQ_INT(check_modes(name, &c, in, len, want), 0);
-  use_direct = 1; /* whole messages can be read into the storage */
-  CHECK_EQ_INT(check_modes(name, &c, in, len, want), 0);
-  use_direct = 0;
   c.stream = 1;
   CHECK_EQ_INT(check_modes(name, &c, in, len, want), 0);
 }
@@ -885,56 +860,7 @@ static void test_memory(void) {
   wsuv_parser_free(&p);
 }
 
-/* wsuv_parser_direct is offered only inside a data frame of a whole
- * message, for at most the rest of the frame; more than offered fails. */
-static void test_direct(void) {
-  uint8_t in[300], *dst = NULL;
-  uint8_t payload[200];
-  for (size_t i = 0; i < sizeof payload; i++)
-    payload[i] = (uint8_t)(i * 7);
-  size_t n = put_frame(in, WSUV_FIN, WSUV_OP_BINARY, payload, 200, key);
-  wsuv_parser_t p;
-  wsuv_event_t ev;
-  wsuv_parser_init(&p, &server);
-  CHECK_EQ_INT(wsuv_parser_direct(&p, 1, &dst), 0); /* no header yet */
-  CHECK_EQ_INT(wsuv_parser_feed(&p, in, 10, &ev), 10);
-  CHECK_EQ_INT(wsuv_parser_direct(&p, 199, &dst), 0); /* 198 left */
-  size_t room = wsuv_parser_direct(&p, 100, &dst);
-  CHECK_EQ_INT(room, 198);
-  memcpy(dst, in + 10, 100);
-  CHECK_EQ_INT(wsuv_parser_direct_done(&p, 100, &ev), 0);
-  CHECK_EQ_INT(ev.type, WSUV_EV_NONE);
-  room = wsuv_parser_direct(&p, 1, &dst);
-  CHECK_EQ_INT(room, 98);
-  memcpy(dst, in + 110, 98);
-  CHECK_EQ_INT(wsuv_parser_direct_done(&p, 98, &ev), 1);
-  CHECK_EQ_INT(ev.type, WSUV_EV_BINARY);
-  CHECK_EQ_INT(ev.len, 200);
-  if (ev.len == 200) CHECK_MEM(ev.data, payload, 200);
-  CHECK_EQ_INT(n, 208); /* an 8-byte header: 2 bytes came with it */
-  /* Offered room but told more: EINVAL, and the parser stays failed. */
-  CHECK_EQ_INT(wsuv_parser_feed(&p, in, 10, &ev), 10);
-  room = wsuv_parser_direct(&p, 1, &dst);
-  CHECK_EQ_INT(wsuv_parser_direct_done(&p, room + 1, &ev), WSUV_EINVAL);
-  CHECK_EQ_INT(wsuv_parser_feed(&p, in, 10, &ev), WSUV_EINVAL);
-  wsuv_parser_free(&p);
-  /* Never in stream mode (pieces are delivered in place) nor for a control
-   * frame (gathered apart). */
-  wsuv_parser_config_t st = server;
-  st.stream = 1;
-  wsuv_parser_init(&p, &st);
-  CHECK_EQ_INT(wsuv_parser_feed(&p, in, 10, &ev), 10);
-  CHECK_EQ_INT(wsuv_parser_direct(&p, 1, &dst), 0);
-  wsuv_parser_free(&p);
-  wsuv_parser_init(&p, &server);
-  n = put_frame(in, WSUV_FIN, WSUV_OP_PING, payload, 100, key);
-  CHECK_EQ_INT(wsuv_parser_feed(&p, in, 8, &ev), 8);
-  CHECK_EQ_INT(wsuv_parser_direct(&p, 1, &dst), 0);
-  wsuv_parser_free(&p);
-}
-
 int main(void) {
-  test_direct();
   test_rfc_examples();
   test_sequences();
   test_rejects();
