@@ -7,8 +7,9 @@
 --   scheduler (yield in a wsuv coroutine, run the loop elsewhere).
 -- * Expected failures return nil, message, code; misuse raises.
 -- * send never blocks a game loop: outside a wsuv coroutine it queues and
---   reports "buffer full" past the limit; inside one it waits for the queue
---   to drain below the high-water mark.
+--   reports "buffer full" past the limit; inside one it waits for room
+--   under the limit, and after queueing for the queue to drain below the
+--   high-water mark.
 local core = require "wsuv.core"
 local sched = require "wsuv.scheduler"
 local compat = require "wsuv.compat"
