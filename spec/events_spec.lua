@@ -364,15 +364,7 @@ end)
 
 describe("examples/events_server.lua", function()
   it("runs a chat room: joins, messages and leaves go to everyone", function()
-    local job = H.start_job(("exec %s examples/events_server.lua 0"):format(H.lua_interpreter()))
-    local srv = { pid = job.pid }
-    local ok, err = pcall(function()
-      local port
-      assert(H.wait_until(wsuv, function()
-        port = (H.read_file(job.out) or ""):match("ws://127%.0%.0%.1:(%d+)/")
-        return port ~= nil
-      end, 10), "examples/events_server.lua did not come up")
-      local url = "ws://127.0.0.1:" .. port .. "/"
+    H.with_example(wsuv, "events_server.lua", function(url)
       local a = assert(wsuv.connect(url))
       assert.truthy((a:receive(5)):match("^guest1 .* joined$"))
       local b = assert(wsuv.connect(url))
@@ -385,7 +377,5 @@ describe("examples/events_server.lua", function()
       assert.truthy((a:receive(5)):match("^guest2 .* left$"))
       a:close()
     end)
-    H.stop(srv)
-    assert(ok, err)
   end)
 end)

@@ -81,6 +81,23 @@ function H.start_job(cmd)
   return { pid = pid, out = out, rc = rc }
 end
 
+-- Runs examples/<name> on a free port (its first argument, 0) in a child
+-- process, waits for the ws:// URL it prints, calls fn(url) and stops it;
+-- an error in fn is raised after the child is gone.
+function H.with_example(wsuv, name, fn)
+  local job = H.start_job(("exec %s examples/%s 0"):format(H.lua_interpreter(), name))
+  local ok, err = pcall(function()
+    local url
+    assert(H.wait_until(wsuv, function()
+      url = (read_file(job.out) or ""):match("ws://127%.0%.0%.1:%d+/")
+      return url ~= nil
+    end, 10), "examples/" .. name .. " did not come up")
+    fn(url)
+  end)
+  H.stop(job)
+  assert(ok, err)
+end
+
 -- Returns exit status, output once the job finished; nil otherwise.
 function H.finished(job)
   local rc = read_file(job.rc)
