@@ -563,6 +563,38 @@ describe("wsuv connection", function()
       assert.are.same({ send = { true }, write = { true }, finish = { true } }, result)
     end)
 
+    it("a send waiting for room ends with \"closed\" when the peer goes away", function()
+      local MAX, FILL = 1024 * 1024, 64 * 1024
+      local waiting, result = false, nil
+      local _, url = listen {
+        max_queued = MAX,
+        high_water = 512 * 1024,
+        on_connect = function(conn)
+          wsuv.sleep(0.002)
+          local n = 0
+          while select(1, conn:queued()) == 0 and n < 2000 do
+            n = n + 1
+            assert(conn:send(("f"):rep(FILL), "binary"))
+            wsuv.sleep(0.002)
+          end
+          waiting = true
+          result = { conn:send(("B"):rep(MAX), "binary") }
+        end,
+      }
+      local c = connect(url, { max_unread = 64 * 1024 })
+      wait_for(function()
+        return waiting
+      end, 20)
+      wsuv.sleep(0.05)
+      assert.is_nil(result, "the send should be waiting for room")
+      c:abort() -- the peer goes without reading
+      wait_for(function()
+        return result ~= nil
+      end)
+      assert.is_nil(result[1])
+      assert.are.equal("closed", result[2])
+    end)
+
     it("a frame larger than max_queued is \"buffer full\" even in a coroutine", function()
       local _, url = listen()
       local c = connect(url, { max_queued = 64 * 1024 })
