@@ -246,6 +246,24 @@ describe("wsuv connection", function()
       assert.are.same({ nil, "closed", 1000, "" }, { c:receive(0) })
     end)
 
+    it("close_status says nothing while open, then what receive will report", function()
+      local _, url = listen()
+      local c = connect(url)
+      assert.are.equal(0, select("#", c:close_status()))
+      assert.is_true(c:send("echoed"))
+      assert.are.equal("echoed", (c:receive(5)))
+      assert.is_true(c:send("unread"))
+      wsuv.sleep(0.05) -- the echo arrives and stays unread
+      c:start_close(4002, "done")
+      wait_for(function()
+        return c:state() == "closed"
+      end)
+      -- (the peer's reply echoes the code, with no reason)
+      assert.are.same({ 4002, "" }, { c:close_status() })
+      assert.are.same({ "unread", "text" }, { c:receive(0) }) -- it took nothing
+      assert.are.same({ nil, "closed", 4002, "" }, { c:receive(0) })
+    end)
+
     it("a server-initiated close reaches the client's receive", function()
       local closed
       local _, url = listen {

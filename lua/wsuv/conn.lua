@@ -147,20 +147,23 @@ local function after_send(self, over)
   return true
 end
 
--- After send_frame said "buffer full": in a wsuv coroutine, a frame that
--- fits under max_queued waits until the queue is empty and goes then; only
--- a frame larger than max_queued itself is "buffer full" there. (Without
--- this, an echo of messages near max_queued lost one whenever the tail of
--- the one before was still queued.)
-local function send_when_room(self, data, kind, fin, plain)
+-- After send_frame said "buffer full" (err, code): in a wsuv coroutine, a
+-- frame that fits under max_queued waits until the queue is empty and goes
+-- then; only a frame larger than max_queued itself stays "buffer full"
+-- there. (Without this, an echo of messages near max_queued lost one
+-- whenever the tail of the one before was still queued.)
+local function send_when_room(self, data, kind, fin, plain, err, code)
+  if not sched.in_scheduler() then
+    return nil, err, code
+  end
   local _, _, max = self:queued()
-  if #data > max or not sched.in_scheduler() then
-    return nil, "buffer full", "EBUFFULL"
+  if #data > max then
+    return nil, err, code
   end
   while true do
-    local ok, err, code = wait_drain(self, true)
+    local ok, werr, wcode = wait_drain(self, true)
     if not ok then
-      return nil, err, code
+      return nil, werr, wcode
     end
     local sok, over, scode = send_frame(self, data, kind, fin, plain)
     if sok or scode ~= "EBUFFULL" then
@@ -185,7 +188,7 @@ function Conn:send(data, kind, opts)
       error("send: data must be a string, got " .. type(data), 2)
     end
     if code == "EBUFFULL" then
-      ok, over, code = send_when_room(self, data, kind or "text", true, plain)
+      ok, over, code = send_when_room(self, data, kind or "text", true, plain, over, code)
     end
     if not ok then
       return nil, over, code
@@ -218,7 +221,7 @@ function Conn:writer(kind, opts)
     local fkind = started and "continuation" or kind
     local ok, over, code = conn:send_frame(chunk, fkind, fin, plain)
     if code == "EBUFFULL" then
-      ok, over, code = send_when_room(conn, chunk, fkind, fin, plain)
+      ok, over, code = send_when_room(conn, chunk, fkind, fin, plain, over, code)
     end
     if not ok then
       return nil, over, code
