@@ -52,6 +52,7 @@ build = {
         "csrc/uv_tls.c",
         "csrc/lua_wsuv.c",
         "csrc/lua_conn.c",
+        "csrc/lua_alloc.c",
       },
       -- The builtin backend takes CFLAGS from luarocks' config, not from the
       -- rockspec; the Makefile passes CFLAGS="... -fvisibility=hidden".

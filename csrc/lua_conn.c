@@ -192,6 +192,7 @@ static void hook_event(wsuv_tconn_t *c, const wsuv_event_t *ev) {
       wsuv__abort(c, WSUV_ENOMEM, "out of memory for a message");
       break;
     }
+    if (ev->len >= WSUV_BCACHE_MIN && !ll->bcache) wsuv__bcache_install(L, ll);
     lua_rawgeti(L, LUA_REGISTRYINDEX, ll->inbox);
     lua_pushlstring(L, (const char *)ev->data, ev->len);
     lua_rawseti(L, -2, m.slot);

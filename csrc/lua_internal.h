@@ -24,6 +24,8 @@ typedef struct {
   size_t nqueued;  /* messages in it */
   int *free_slots; /* freed slots below inbox_top */
   size_t nfree, free_cap;
+  struct wsuv_bcache_s *bcache; /* lua_alloc.c, once installed */
+  size_t bcache_limit;          /* bytes; 0: no block cache */
 } wsuv_lloop_t;
 
 /* A queued message: its inbox slot and FLAG_* bits. */
@@ -67,6 +69,17 @@ typedef struct {
 } wsuv_lserver_t;
 
 wsuv_lloop_t *wsuv__lua_loop(lua_State *L);
+
+/* The block cache (lua_alloc.c): big blocks the Lua state frees are kept
+ * for its next big allocation. */
+#define WSUV_BCACHE_MIN           (128 * 1024)
+#define WSUV_BCACHE_DEFAULT_LIMIT (32 * 1024 * 1024)
+typedef struct wsuv_bcache_s wsuv_bcache_t;
+void wsuv__bcache_install(lua_State *L, wsuv_lloop_t *ll);
+void wsuv__bcache_set_limit(wsuv_lloop_t *ll, size_t limit);
+size_t wsuv__bcache_held(const wsuv_lloop_t *ll);
+void wsuv__bcache_tick(wsuv_lloop_t *ll, uint64_t now_ms);
+void wsuv__bcache_remove(lua_State *L, wsuv_lloop_t *ll);
 void wsuv__lua_hooks(wsuv_hooks_t *h);
 int wsuv__lua_push_error(lua_State *L, int err, const char *msg);
 void wsuv__lua_conn_open(lua_State *L);

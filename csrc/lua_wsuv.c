@@ -18,6 +18,7 @@ static int l_loop_gc(lua_State *L) {
     ll->L = L;
     ll->closed = 1; /* Hooks must not touch a closing Lua state. */
     wsuv__loop_close(&ll->loop);
+    wsuv__bcache_remove(L, ll);
     free(ll->woken);
     ll->woken = NULL;
     free(ll->free_slots);
@@ -43,6 +44,7 @@ wsuv_lloop_t *wsuv__lua_loop(lua_State *L) {
   if (err) luaL_error(L, "wsuv: cannot create the loop: %s", uv_strerror(err));
   ll->loop.data = ll;
   ll->L = L;
+  ll->bcache_limit = WSUV_BCACHE_DEFAULT_LIMIT;
   lua_newtable(L);
   ll->inbox = luaL_ref(L, LUA_REGISTRYINDEX);
   luaL_setmetatable(L, WSUV_LOOP_MT);
@@ -61,6 +63,7 @@ static int l_run(lua_State *L) {
   }
   if (ll->nwoken) ms = 0; /* News are waiting: poll only. */
   int alive = wsuv__loop_run(&ll->loop, ms);
+  wsuv__bcache_tick(ll, uv_now(ll->loop.uv));
   lua_pushboolean(L, alive);
   return 1;
 }
@@ -126,6 +129,21 @@ static int l_stats(lua_State *L) {
   lua_pushboolean(L, uv_loop_alive(ll->loop.uv));
   lua_setfield(L, -2, "alive");
   return 1;
+}
+
+/* core.block_cache([limit]) -> limit, held: the block cache's limit in
+ * bytes (0: off, and what it holds goes back), after setting it. */
+static int l_block_cache(lua_State *L) {
+  wsuv_lloop_t *ll = wsuv__lua_loop(L);
+  if (!lua_isnoneornil(L, 1)) {
+    lua_Number n = luaL_checknumber(L, 1);
+    luaL_argcheck(L, n >= 0, 1, "limit must be >= 0");
+    wsuv__bcache_set_limit(ll, n > (lua_Number)SIZE_MAX ? SIZE_MAX : (size_t)n);
+    if (n == 0) wsuv__bcache_remove(L, ll);
+  }
+  lua_pushnumber(L, (lua_Number)ll->bcache_limit);
+  lua_pushnumber(L, (lua_Number)wsuv__bcache_held(ll));
+  return 2;
 }
 
 /* ---- Codec ------------------------------------------------------------- */
@@ -329,6 +347,7 @@ static const luaL_Reg functions[] = {{"run", l_run},
                                      {"flush", l_flush},
                                      {"now", l_now},
                                      {"stats", l_stats},
+                                     {"block_cache", l_block_cache},
                                      {"connect", wsuv__lua_connect},
                                      {"listen", wsuv__lua_listen},
                                      {"accept_key", l_accept_key},

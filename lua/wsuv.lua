@@ -26,6 +26,18 @@ M.sleep = sched.sleep
 M.now = sched.now
 M.listen = server.listen
 
+-- limit, held = wsuv.block_cache([limit]): the block cache keeps big blocks
+-- (128 KiB and more) that Lua frees, up to limit bytes (32 MiB by default),
+-- for the next big string: a received big message then costs no fresh
+-- pages. It goes in with the first big message and gives back what it holds
+-- when unused for a while; 0 turns it off.
+function M.block_cache(limit)
+  if limit ~= nil and (type(limit) ~= "number" or limit < 0) then
+    error("block_cache: limit must be a number >= 0", 2)
+  end
+  return core.block_cache(limit)
+end
+
 -- Sets the function that reports errors raised inside coroutines:
 -- fn(co, err). The default writes the traceback to stderr.
 function M.on_error(fn)

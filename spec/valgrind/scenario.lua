@@ -40,6 +40,17 @@ local function scenario()
     step("send", c:send(big, "binary"))
     local got = c:receive()
     step("big echo " .. url, got == big, got and #got)
+    -- Big messages of changing sizes: the block cache (csrc/lua_alloc.c)
+    -- hands freed blocks out again, shrunk to fit.
+    local function echo_once(i, n)
+      local m = (string.char(65 + i)):rep(n)
+      step("send " .. n, c:send(m, "binary"))
+      step("echo " .. n, c:receive() == m)
+    end
+    for i, n in ipairs({ 1048576, 1048476, 900000, 2097152, 200000, 1048576 }) do
+      echo_once(i, n)
+      collectgarbage()
+    end
     local w = c:writer("text")
     w:write("frag")
     w:finish("ment")
@@ -177,4 +188,13 @@ wsuv.spawn(function()
   end
 end)
 wsuv.run()
+-- The state closes with the block cache holding blocks: they go back, and
+-- the state's own allocator is in place for its last frees.
+local function make_garbage()
+  return #(("z"):rep(1048576) .. "!")
+end
+make_garbage()
+collectgarbage()
+local _, held = wsuv.block_cache()
+step("block cache holds blocks at exit", held > 0, held)
 print(("scenario: %d steps passed"):format(steps))
