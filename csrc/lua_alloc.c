@@ -97,7 +97,14 @@ static void *bcache_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     if (p) return p;
   }
   /* osize of a new block is Lua 5.4's type tag: passed on as it came. */
-  return bc->f(bc->ud, ptr, osize, nsize);
+  void *p = bc->f(bc->ud, ptr, osize, nsize);
+  if (!p && nsize && bc->n) {
+    /* Out of memory while holding blocks (an engine's fixed heap): they go
+     * back, and the allocator gets a second chance before Lua's error. */
+    drop_oldest(bc, bc->n);
+    p = bc->f(bc->ud, ptr, osize, nsize);
+  }
+  return p;
 }
 
 void wsuv__bcache_install(lua_State *L, wsuv_lloop_t *ll) {

@@ -138,3 +138,46 @@ describe("block cache at exit", function()
     assert.is_true(held and held >= 1048576, out)
   end)
 end)
+
+-- spec/host/sized_alloc.c: a Lua 5.4 state on a strict, bounded allocator of
+-- the host's own, as an engine gives one (built here with cc, like
+-- spec/states_spec.lua's host).
+describe("block cache over a host's own allocator (spec/host/sized_alloc.c)", function()
+  local core = "./.rocks/lib/lua/5.4/wsuv/core.so"
+  if not (H.exists("/usr/include/lua5.4/lua.h") and H.exists(core)) then
+    pending("needs liblua5.4-dev and the Lua 5.4 build of wsuv.core")
+    return
+  end
+
+  local r, out = {}, ""
+  lazy_setup(function()
+    local exe = os.tmpname()
+    local cmd = ("cc -std=c99 -Wall -Wextra -Werror $(pkg-config --cflags lua5.4) "
+      .. "spec/host/sized_alloc.c $(pkg-config --libs lua5.4) -o %s 2>&1 "
+      .. "&& timeout 60 %s %s %s 2>&1")
+      :format(H.sh_quote(exe), H.sh_quote(exe), H.sh_quote("./lua/?.lua;./lua/?/init.lua"),
+        H.sh_quote("./.rocks/lib/lua/5.4/?.so"))
+    local p = assert(io.popen(cmd))
+    out = p:read("*a")
+    p:close()
+    os.remove(exe)
+    r = H.key_lines(out)
+  end)
+
+  it("tells the allocator every block's true size, and messages stay whole", function()
+    assert.are.equal("10/10", r.whole, out)
+    assert.are.equal("0", r.mismatches, out)
+    assert.are.equal("1", r.wrapped, out)
+  end)
+
+  it("gives its blocks back when the allocator runs out, before Lua would fail", function()
+    assert.is_true((tonumber(r.held) or 0) >= 8 * MiB, out)
+    assert.is_true((tonumber(r.refusals) or 0) >= 1, out)
+    assert.are.equal(tostring(10 * MiB), r.big, out)
+  end)
+
+  it("leaves no byte behind once the state is closed", function()
+    assert.are.equal("0", r.live_after_close, out)
+    assert.is_not_nil(out:find("\nOK\n", 1, true), out)
+  end)
+end)

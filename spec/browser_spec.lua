@@ -86,13 +86,7 @@ ws.onclose = (ev) => {
 </script></body></html>
 ]]
 
-local function readable(path)
-  local f = io.open(path, "rb")
-  if f then
-    f:close()
-  end
-  return f ~= nil
-end
+local readable = H.exists
 
 -- Starts cmd in a new session (so that its process group and session are
 -- its own), output to log. Returns the session id (the started pid).

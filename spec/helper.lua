@@ -37,6 +37,27 @@ local function read_file(path)
 end
 H.read_file = read_file
 
+-- The "key rest" lines of a host's report, as a table key -> rest.
+function H.key_lines(text)
+  local r = {}
+  for line in text:gmatch("[^\n]+") do
+    local key, rest = line:match("^(%S+)%s*(.*)$")
+    if key then
+      r[key] = rest
+    end
+  end
+  return r
+end
+
+-- Whether a file can be opened for reading.
+function H.exists(path)
+  local f = io.open(path, "rb")
+  if f then
+    f:close()
+  end
+  return f ~= nil
+end
+
 local function sh_quote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end

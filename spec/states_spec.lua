@@ -7,13 +7,7 @@ local H = require "spec.helper"
 local N = 200
 local CORE = "./.rocks/lib/lua/5.4/wsuv/core.so"
 
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then
-    f:close()
-  end
-  return f ~= nil
-end
+local exists = H.exists
 
 local function sh(cmd)
   local p = assert(io.popen(cmd .. " 2>&1; echo \"EXIT $?\""))
@@ -54,12 +48,7 @@ describe("two Lua states in one process (spec/host/two_states.c)", function()
     end
     run_rc, run_out = sh(("timeout 60 %s %s %s %d"):format(H.sh_quote(exe),
       H.sh_quote("./lua/?.lua;./lua/?/init.lua"), H.sh_quote("./.rocks/lib/lua/5.4/?.so"), N))
-    for line in run_out:gmatch("[^\n]+") do
-      local key, rest = line:match("^(%S+)%s*(.*)$")
-      if key then
-        r[key] = rest
-      end
-    end
+    r = H.key_lines(run_out)
   end)
 
   lazy_teardown(function()
