@@ -10,7 +10,12 @@
 -- the echo with permessage-deflate (`compression = true`, its defaults).
 -- With WSUV_STYLE=events in the environment the same server is written in
 -- the event style (on_message: no coroutine per connection).
+-- WSUV_BLOCK_CACHE=n sets wsuv.block_cache(n) (0: off), to measure the
+-- block cache against its absence in one run.
 local wsuv = require "wsuv"
+if os.getenv("WSUV_BLOCK_CACHE") then
+  wsuv.block_cache(assert(tonumber(os.getenv("WSUV_BLOCK_CACHE")), "WSUV_BLOCK_CACHE: a number"))
+end
 
 local port = tonumber(arg and arg[1]) or 0
 local mode = arg and arg[2]
