@@ -76,9 +76,10 @@ wsuv_lloop_t *wsuv__lua_loop(lua_State *L);
 #define WSUV_BCACHE_DEFAULT_LIMIT (32 * 1024 * 1024)
 typedef struct wsuv_bcache_s wsuv_bcache_t;
 void wsuv__bcache_install(lua_State *L, wsuv_lloop_t *ll);
-void wsuv__bcache_set_limit(wsuv_lloop_t *ll, size_t limit);
+/* limit 0 removes the cache, giving back what it holds. */
+void wsuv__bcache_set_limit(lua_State *L, wsuv_lloop_t *ll, size_t limit);
 size_t wsuv__bcache_held(const wsuv_lloop_t *ll);
-void wsuv__bcache_tick(wsuv_lloop_t *ll, uint64_t now_ms);
+void wsuv__bcache_tick(lua_State *L, wsuv_lloop_t *ll, uint64_t now_ms);
 void wsuv__bcache_remove(lua_State *L, wsuv_lloop_t *ll);
 void wsuv__lua_hooks(wsuv_hooks_t *h);
 int wsuv__lua_push_error(lua_State *L, int err, const char *msg);

@@ -63,7 +63,7 @@ static int l_run(lua_State *L) {
   }
   if (ll->nwoken) ms = 0; /* News are waiting: poll only. */
   int alive = wsuv__loop_run(&ll->loop, ms);
-  wsuv__bcache_tick(ll, uv_now(ll->loop.uv));
+  wsuv__bcache_tick(L, ll, uv_now(ll->loop.uv));
   lua_pushboolean(L, alive);
   return 1;
 }
@@ -138,8 +138,8 @@ static int l_block_cache(lua_State *L) {
   if (!lua_isnoneornil(L, 1)) {
     lua_Number n = luaL_checknumber(L, 1);
     luaL_argcheck(L, n >= 0, 1, "limit must be >= 0");
-    wsuv__bcache_set_limit(ll, n > (lua_Number)SIZE_MAX ? SIZE_MAX : (size_t)n);
-    if (n == 0) wsuv__bcache_remove(L, ll);
+    wsuv__bcache_set_limit(L, ll,
+                           n > (lua_Number)SIZE_MAX ? SIZE_MAX : (size_t)n);
   }
   lua_pushnumber(L, (lua_Number)ll->bcache_limit);
   lua_pushnumber(L, (lua_Number)wsuv__bcache_held(ll));

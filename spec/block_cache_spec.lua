@@ -72,6 +72,21 @@ describe("block cache", function()
     assert.is_true(held > 0 and held <= 3 * MiB, "held " .. held)
   end)
 
+  it("keeps at most 64 blocks, however many fit under its limit", function()
+    assert.is_true(echo_all({ MiB })) -- the first big message puts it in
+    local function churn() -- 100 strings of 150 KiB and more, then garbage
+      local t = {}
+      for i = 1, 100 do
+        t[i] = ("s"):rep(150 * KiB) .. i
+      end
+      return #t
+    end
+    churn()
+    collectgarbage()
+    local _, held = wsuv.block_cache()
+    assert.is_true(held > 60 * 150 * KiB and held <= 64 * (150 * KiB + 256), "held " .. held)
+  end)
+
   it("gives back what it holds once unused", function()
     assert.is_true(echo_all({ MiB, MiB, 2 * MiB }))
     local _, held = wsuv.block_cache()
@@ -101,6 +116,9 @@ describe("block cache", function()
     assert.has_error(function()
       wsuv.block_cache("1")
     end, "block_cache: limit must be a number >= 0")
+    assert.has_error(function()
+      wsuv.block_cache(0 / 0)
+    end)
   end)
 end)
 
@@ -152,7 +170,7 @@ describe("block cache over a host's own allocator (spec/host/sized_alloc.c)", fu
   local r, out = {}, ""
   lazy_setup(function()
     local exe = os.tmpname()
-    local cmd = ("cc -std=c99 -Wall -Wextra -Werror $(pkg-config --cflags lua5.4) "
+    local cmd = ("cc -std=c99 -Wall -Wextra -Werror -Icsrc/test $(pkg-config --cflags lua5.4) "
       .. "spec/host/sized_alloc.c $(pkg-config --libs lua5.4) -o %s 2>&1 "
       .. "&& timeout 60 %s %s %s 2>&1")
       :format(H.sh_quote(exe), H.sh_quote(exe), H.sh_quote("./lua/?.lua;./lua/?/init.lua"),
@@ -174,6 +192,10 @@ describe("block cache over a host's own allocator (spec/host/sized_alloc.c)", fu
     assert.is_true((tonumber(r.held) or 0) >= 8 * MiB, out)
     assert.is_true((tonumber(r.refusals) or 0) >= 1, out)
     assert.are.equal(tostring(10 * MiB), r.big, out)
+  end)
+
+  it("steps out of the allocator once unused, and comes back with a big message", function()
+    assert.are.equal("true false true", r.wrapped_busy_idle_again, out)
   end)
 
   it("leaves no byte behind once the state is closed", function()

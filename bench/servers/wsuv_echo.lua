@@ -13,8 +13,9 @@
 -- WSUV_BLOCK_CACHE=n sets wsuv.block_cache(n) (0: off), to measure the
 -- block cache against its absence in one run.
 local wsuv = require "wsuv"
-if os.getenv("WSUV_BLOCK_CACHE") then
-  wsuv.block_cache(assert(tonumber(os.getenv("WSUV_BLOCK_CACHE")), "WSUV_BLOCK_CACHE: a number"))
+local block_cache = os.getenv("WSUV_BLOCK_CACHE")
+if block_cache then
+  wsuv.block_cache(assert(tonumber(block_cache), "WSUV_BLOCK_CACHE: a number"))
 end
 
 local port = tonumber(arg and arg[1]) or 0

@@ -1,6 +1,7 @@
 /* sized_alloc.h: blocks that carry their size in a 16-byte prefix, for the
  * counting allocators of the C tests and the fuzzers (a wsuv_allocator_t
- * is not told the old size of a block). */
+ * is not told the old size of a block), and for spec/host/sized_alloc.c's
+ * strict Lua allocator (which checks the old size Lua is told). */
 #ifndef WSUV_SIZED_ALLOC_H
 #define WSUV_SIZED_ALLOC_H
 

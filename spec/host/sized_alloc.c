@@ -9,50 +9,50 @@
  * or resize whose old size is not the block's (an allocator that trusts
  * osize would corrupt its heap there). The script echoes big messages of
  * changing sizes, fills the cache, then lowers the heap's budget so that a
- * big string fits only if the cache gives its blocks back. After lua_close
+ * big string fits only if the cache gives its blocks back; unused, the cache
+ * must step out of the allocator, and come back with the next big message,
+ * so the state closes with it holding blocks. After lua_close
  * every byte must be back. Results are "key value" lines; the last is "OK"
  * (exit 0) or "FAIL <why>" (exit 1). */
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
+
+#include "sized_alloc.h" /* csrc/test: the size-prefix blocks */
 
 typedef struct {
   size_t live, budget;
   unsigned long mismatches, refusals;
 } heap_t;
 
-#define HDR 16 /* keeps the payload 16-byte aligned */
-
 static void *heap_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   heap_t *h = ud;
-  size_t old = 0;
-  char *base = NULL;
-  if (ptr) {
-    base = (char *)ptr - HDR;
-    memcpy(&old, base, sizeof(old));
-    if (old != osize) h->mismatches++;
-  }
+  size_t old = sized_size(ptr);
+  if (ptr && old != osize) h->mismatches++;
   if (nsize == 0) {
     h->live -= old;
-    free(base);
+    sized_free(ptr);
     return NULL;
   }
   if (h->live - old + nsize > h->budget) {
     h->refusals++;
     return NULL;
   }
-  char *nb = realloc(base, nsize + HDR);
-  if (!nb) return NULL;
-  memcpy(nb, &nsize, sizeof(nsize));
-  h->live = h->live - old + nsize;
-  return nb + HDR;
+  void *p = sized_realloc(ptr, nsize);
+  if (p) h->live = h->live - old + nsize;
+  return p;
 }
 
 static heap_t heap = {0, (size_t)1 << 40, 0, 0};
+
+/* wrapped() -> whether a layer (the block cache) is on the allocator. */
+static int l_wrapped(lua_State *L) {
+  lua_pushboolean(L, lua_getallocf(L, NULL) != heap_alloc);
+  return 1;
+}
 
 static int l_heap(lua_State *L) {
   if (!lua_isnoneornil(L, 1)) heap.budget = (size_t)luaL_checknumber(L, 1);
@@ -106,11 +106,23 @@ static const char SCRIPT[] =
     "  out.held_after = select(2, wsuv.block_cache())\n"
     "  big = nil\n"
     "  heap(2 ^ 40)\n"
+    /* Unused, it empties and steps out of the allocator; the next big
+     * message puts it back, and the state closes with it holding blocks. */
+    "  out.busy = tostring(wrapped())\n"
+    "  for _ = 1, 100 do\n"
+    "    if not wrapped() then break end\n"
+    "    wsuv.sleep(0.1)\n"
+    "  end\n"
+    "  out.idle = tostring(wrapped())\n"
+    "  assert(echo(0, MiB))\n"
+    "  collectgarbage()\n"
+    "  out.again = tostring(wrapped())\n"
     "  c:close()\n"
     "  s:close(1)\n"
     "end)\n"
     "wsuv.run()\n"
-    "return out.whole, out.held, out.big, out.held_after\n";
+    "return out.whole, out.held, out.big, out.held_after,\n"
+    "  out.busy .. ' ' .. out.idle .. ' ' .. out.again\n";
 
 int main(int argc, char **argv) {
   if (argc != 3) {
@@ -127,14 +139,16 @@ int main(int argc, char **argv) {
   lua_setfield(L, -2, "cpath");
   lua_pop(L, 1);
   lua_register(L, "heap", l_heap);
+  lua_register(L, "wrapped", l_wrapped);
   if (luaL_dostring(L, SCRIPT) != LUA_OK) {
     printf("FAIL script: %s\n", lua_tostring(L, -1));
     return 1;
   }
-  printf("whole %s\n", lua_tostring(L, -4));
-  printf("held %s\n", lua_tostring(L, -3));
-  printf("big %s\n", lua_tostring(L, -2));
-  printf("held_after %s\n", lua_tostring(L, -1));
+  printf("whole %s\n", lua_tostring(L, -5));
+  printf("held %s\n", lua_tostring(L, -4));
+  printf("big %s\n", lua_tostring(L, -3));
+  printf("held_after %s\n", lua_tostring(L, -2));
+  printf("wrapped_busy_idle_again %s\n", lua_tostring(L, -1));
   int wrapped = lua_getallocf(L, NULL) != heap_alloc;
   printf("wrapped %d\n", wrapped);
   lua_close(L);

@@ -180,21 +180,33 @@ local function scenario()
   end
 end
 
+-- The state closes with the block cache holding blocks: they go back, and
+-- the state's own allocator is in place for its last frees. (Unused for a
+-- second, the cache steps out of the allocator: it is filled last.)
+local function fill_block_cache()
+  local s = assert(wsuv.listen { port = 0, on_connect = echo })
+  local c = assert(wsuv.connect("ws://127.0.0.1:" .. s.port))
+  local function echo_big()
+    local m = ("z"):rep(1048576)
+    return c:send(m, "binary") and c:receive() == m
+  end
+  step("last big echo", echo_big())
+  collectgarbage()
+  local _, held = wsuv.block_cache()
+  step("block cache holds blocks at exit", held > 0, held)
+  c:abort()
+  s:close(0)
+end
+
 wsuv.spawn(function()
-  local ok, err = pcall(scenario)
+  local ok, err = pcall(function()
+    scenario()
+    fill_block_cache()
+  end)
   if not ok then
     io.stderr:write(tostring(err), "\n")
     os.exit(1)
   end
 end)
 wsuv.run()
--- The state closes with the block cache holding blocks: they go back, and
--- the state's own allocator is in place for its last frees.
-local function make_garbage()
-  return #(("z"):rep(1048576) .. "!")
-end
-make_garbage()
-collectgarbage()
-local _, held = wsuv.block_cache()
-step("block cache holds blocks at exit", held > 0, held)
 print(("scenario: %d steps passed"):format(steps))
