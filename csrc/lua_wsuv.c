@@ -361,6 +361,9 @@ static const luaL_Reg functions[] = {{"run", l_run},
                                      {"build_close", l_build_close},
                                      {"close_code_valid", l_close_code_valid},
                                      {"strerror", l_strerror},
+#if LUA_VERSION_NUM >= 504
+                                     {"_fast_methods", wsuv__lua_fast_methods},
+#endif
                                      {NULL, NULL}};
 
 WSUV_EXTERN int luaopen_wsuv_core(lua_State *L);

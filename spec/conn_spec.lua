@@ -81,6 +81,36 @@ describe("wsuv connection", function()
       assert.are.same({ "abc\255", "binary" }, { c:receive(5) })
     end)
 
+    it("misuse raises an error naming the mistake at the caller's line", function()
+      -- Lua 5.4's send and receive are C methods, the others' Lua: the same
+      -- messages either way, pointing at the call rather than into wsuv.
+      local _, url = listen()
+      local c = connect(url)
+      local cases = {
+        { 'send: kind must be "text" or "binary"', c.send, c, "x", "blob" },
+        { "send: data must be a string, got number", c.send, c, 42 },
+        { "send: options must be a table", c.send, c, "x", "text", 5 },
+        { "timeout must be a non-negative number of seconds", c.receive, c, -1 },
+        { "timeout must be a non-negative number of seconds", c.receive, c, "5" },
+      }
+      for _, case in ipairs(cases) do
+        local method, args = case[2], { select(3, compat.unpack(case)) }
+        local ok, err = pcall(function()
+          method(compat.unpack(args)) -- the line the error must name
+        end)
+        assert.is_false(ok)
+        err = tostring(err)
+        assert.truthy(err:find(case[1], 1, true), err)
+        assert.truthy(err:find("conn_spec.lua:%d+: "), err)
+      end
+      local ok, err = pcall(c.send, c, "abc\255")
+      assert.is_false(ok)
+      assert.truthy(tostring(err):find("text is not valid UTF-8", 1, true), tostring(err))
+      -- The connection is still fine.
+      assert.is_true(c:send("fine", "text", { compress = false }))
+      assert.are.same({ "fine", "text" }, { c:receive(5) })
+    end)
+
     it("send after close returns nil, \"closed\"", function()
       local _, url = listen()
       local c = connect(url)

@@ -5,6 +5,8 @@
 --   method table, so a connection costs no Lua table of its own.
 -- * Each method loops over a non-blocking C primitive and waits through the
 --   scheduler (yield in a wsuv coroutine, run the loop elsewhere).
+-- * On Lua 5.4 send and receive are C methods that go on here only to wait
+--   (send_finish, receive_wait): one call per message instead of two.
 -- * Expected failures return nil, message, code; misuse raises.
 -- * send never blocks a game loop: outside a wsuv coroutine it queues and
 --   reports "buffer full" past the limit; inside one it waits for room
@@ -147,13 +149,14 @@ local function after_send(self, over)
   return true
 end
 
--- After send_frame said "buffer full" (err, code): in a wsuv coroutine, a
--- frame that fits under max_queued waits until the queue is empty and goes
--- then; only a frame larger than max_queued itself stays "buffer full"
--- there. (Without this, an echo of messages near max_queued lost one
--- whenever the tail of the one before was still queued.)
+-- After send_frame refused a frame (err, code): for "buffer full", in a
+-- wsuv coroutine, a frame that fits under max_queued waits until the queue
+-- is empty and goes then; only a frame larger than max_queued itself stays
+-- "buffer full" there. (Without this, an echo of messages near max_queued
+-- lost one whenever the tail of the one before was still queued.) Any
+-- other refusal is returned as it is.
 local function send_when_room(self, data, kind, fin, plain, err, code)
-  if not sched.in_scheduler() then
+  if code ~= "EBUFFULL" or not sched.in_scheduler() then
     return nil, err, code
   end
   local _, _, max = self:queued()
@@ -172,8 +175,21 @@ local function send_when_room(self, data, kind, fin, plain, err, code)
   end
 end
 
--- ok = conn:send(data[, kind]) with kind "text" (default) or "binary".
--- Returns true, or nil, "buffer full" | "closed", code.
+-- The rest of conn:send once send_frame has queued the frame (ok, over) or
+-- refused it (nil, err, code): wait for room, wait for the queue to drain,
+-- or write now outside the scheduler.
+local function send_finish(self, data, kind, plain, ok, over, code)
+  if not ok then
+    ok, over, code = send_when_room(self, data, kind, true, plain, over, code)
+    if not ok then
+      return nil, over, code
+    end
+  end
+  return after_send(self, over)
+end
+
+-- ok = conn:send(data[, kind[, opts]]) with kind "text" (default) or
+-- "binary". Returns true, or nil, "buffer full" | "closed", code.
 function Conn:send(data, kind, opts)
   if kind ~= nil and kind ~= "text" and kind ~= "binary" then
     error("send: kind must be \"text\" or \"binary\"", 2)
@@ -183,21 +199,26 @@ function Conn:send(data, kind, opts)
   end
   local plain = opts and opts.compress == false
   local ok, over, code = send_frame(self, data, kind or "text", true, plain)
-  if not ok then
-    if over == false then -- send_frame checks the type: no type() per message
-      error("send: data must be a string, got " .. type(data), 2)
-    end
-    if code == "EBUFFULL" then
-      ok, over, code = send_when_room(self, data, kind or "text", true, plain, over, code)
-    end
-    if not ok then
-      return nil, over, code
-    end
+  if ok and not over and sched.current then
+    return true -- the usual case: the loop writes when the coroutine yields
   end
-  if not over and sched.current then
-    return true -- after_send's usual case, without the call
+  if over == false and not ok then -- send_frame checks the type: no type() per message
+    error("send: data must be a string, got " .. type(data), 2)
   end
-  return after_send(self, over)
+  return send_finish(self, data, kind or "text", plain, ok, over, code)
+end
+
+-- The wait of conn:receive on Lua 5.4 (see below).
+local function receive_wait(self, timeout)
+  return wait_message(self, timeout, timeout and deadline_of(timeout))
+end
+
+-- Lua 5.4: send and receive are C methods, one call per message where
+-- these make two (csrc/lua_conn.c, l_conn_send_message); they go on in
+-- send_finish and receive_wait when there is more to do. Lua 5.1 and
+-- LuaJIT keep the Lua methods: C there cannot call Lua code that yields.
+if core._fast_methods then
+  Conn.send, Conn.receive = core._fast_methods(send_finish, receive_wait, sched)
 end
 
 -- Streaming send: w = conn:writer([kind[, opts]]); w:write(chunk) ...;
@@ -220,11 +241,11 @@ function Conn:writer(kind, opts)
     local plain = not started and opts and opts.compress == false
     local fkind = started and "continuation" or kind
     local ok, over, code = conn:send_frame(chunk, fkind, fin, plain)
-    if code == "EBUFFULL" then
-      ok, over, code = send_when_room(conn, chunk, fkind, fin, plain, over, code)
-    end
     if not ok then
-      return nil, over, code
+      ok, over, code = send_when_room(conn, chunk, fkind, fin, plain, over, code)
+      if not ok then
+        return nil, over, code
+      end
     end
     started = true
     done = fin

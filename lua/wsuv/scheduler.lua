@@ -7,8 +7,8 @@
 --   a wait runs the loop itself until its object has news or its deadline
 --   passes. Blocking-style calls therefore work anywhere, and the other
 --   coroutines keep running meanwhile.
--- * C never calls Lua code: after each pass of the loop, core.ready() lists
---   the objects with news, and the waiters on them are resumed here.
+-- * The loop never calls Lua code: after each pass, core.ready() lists the
+--   objects with news, and the waiters on them are resumed here.
 -- * An error in one coroutine is reported with its traceback and never stops
 --   the loop or the other coroutines.
 local core = require "wsuv.core"
