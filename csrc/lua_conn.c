@@ -496,7 +496,7 @@ static int l_conn_send_message(lua_State *L) {
   }
   if (lua_type(L, 2) != LUA_TSTRING)
     return luaL_error(L, "send: data must be a string, got %s",
-                      luaL_typename(L, 2));
+                      lua_isnone(L, 2) ? "nil" : luaL_typename(L, 2));
   int over = 0;
   int err = queue_frame(L, b, 2, opcode, 1, plain, &over);
   if (!err && !over) {

@@ -89,6 +89,7 @@ describe("wsuv connection", function()
       local cases = {
         { 'send: kind must be "text" or "binary"', c.send, c, "x", "blob" },
         { "send: data must be a string, got number", c.send, c, 42 },
+        { "send: data must be a string, got nil", c.send, c },
         { "send: options must be a table", c.send, c, "x", "text", 5 },
         { "timeout must be a non-negative number of seconds", c.receive, c, -1 },
         { "timeout must be a non-negative number of seconds", c.receive, c, "5" },
