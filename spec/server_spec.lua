@@ -246,6 +246,38 @@ describe("wsuv server", function()
       assert.are.equal("late", (late:receive(5)))
     end)
 
+    it("a burst of requests is decided by a few coroutines, not one per request", function()
+      -- on_message servers decide requests in pooled coroutines on every VM.
+      local sched = require "wsuv.scheduler"
+      local live_before = sched.count()
+      local _, base = listen {
+        no_handler = true,
+        on_message = function(c, m, k)
+          c:send(m, k)
+        end,
+      }
+      local opened, n = {}, 0
+      for i = 1, 200 do
+        wsuv.spawn(function()
+          opened[i] = assert(connect(base))
+          n = n + 1
+        end)
+      end
+      wait_for(function()
+        return n == 200
+      end)
+      -- Every client's coroutine has ended; what is left is the server's:
+      -- its acceptor, its deciders and at most 4 idle workers. Starting a
+      -- decider per request of a burst left dozens here (and every new
+      -- request then woke them all).
+      local server_coroutines = sched.count() - live_before
+      assert.is_true(server_coroutines <= 8, server_coroutines .. " coroutines")
+      for i = 1, 200, 20 do
+        opened[i]:send("m" .. i)
+        assert.are.equal("m" .. i, (opened[i]:receive(5)))
+      end
+    end)
+
     it("a check hook that raises refuses with 500", function()
       local _, base = listen {
         check = function()

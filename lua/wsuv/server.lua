@@ -283,45 +283,82 @@ end
 -- (Lua 5.4, and on_message servers on every version) A decider takes
 -- accepted connections from self.pending one at a time, decides each and
 -- starts its handler; idle deciders wait for more, so a handshake creates
--- one coroutine (the handler's, none with on_message), and there are as
--- many deciders as handshakes were ever decided at once (hooks may wait).
-local function decider(self)
-  local pending = self.pending
+-- one coroutine (the handler's, none with on_message).
+-- * self.pending is a FIFO, pending[phead .. ptail]: table.remove(t, 1)
+--   moved the whole queue per handshake.
+-- * self.free counts deciders that will take from the queue without being
+--   asked again: idle (waiting on the queue) or started and not yet run.
+-- * A decider that is about to decide while more wait behind it makes sure
+--   another decider will take them, in case its handshake waits (a hook):
+--   it starts one when none is free. So there are about as many deciders as
+--   handshakes that waited at once, not one per connection of a burst.
+-- * The queue is notified once per batch (self.poked), not per connection:
+--   a notify wakes every idle decider.
+local decider
+
+local function take_pending(self)
+  local h = self.phead
+  if h > self.ptail then
+    return nil
+  end
+  local c = self.pending[h]
+  self.pending[h] = nil
+  if h == self.ptail then
+    self.phead, self.ptail = 1, 0 -- emptied: reuse the array from its start
+  else
+    self.phead = h + 1
+  end
+  return c
+end
+
+-- Makes sure some decider will take what is queued.
+local function call_decider(self)
+  if self.free == 0 then
+    self.free = 1
+    sched.spawn(decider, self)
+  elseif not self.poked then
+    self.poked = true
+    sched.notify(self.pending)
+  end
+end
+
+function decider(self)
+  self.free = self.free - 1
   while true do
-    local c = table.remove(pending, 1)
+    local c = take_pending(self)
     if c then
+      if self.phead <= self.ptail then
+        call_decider(self)
+      end
       handle(self, c)
     elseif self._s:closed() then
       return
     else
-      self.idle = self.idle + 1
-      sched.wait(pending)
-      self.idle = self.idle - 1
+      self.poked = false -- the queue is empty: the next connection pokes
+      self.free = self.free + 1
+      sched.wait(self.pending)
+      self.free = self.free - 1
     end
   end
 end
 
 local function acceptor(self)
   local s = self._s
-  local pending = self.pending
   while not s:closed() do
     local c = s:try_accept()
     if c then
       if not self.pooled then
         sched.spawn(handle, self, c)
       else
-        pending[#pending + 1] = c
-        if self.idle > 0 then
-          sched.notify(pending)
-        else
-          sched.spawn(decider, self)
-        end
+        self.ptail = self.ptail + 1
+        self.pending[self.ptail] = c
+        call_decider(self)
       end
     else
       sched.wait(s)
     end
   end
-  sched.notify(pending) -- idle deciders end
+  sched.notify(self.pending) -- idle deciders end
 end
 
 local M = {}
@@ -347,8 +384,8 @@ function M.listen(opts)
   if not s then
     return nil, err, code
   end
-  local self = setmetatable({ _s = s, opts = opts, accepted = {}, pending = {}, idle = 0 },
-    Server)
+  local self = setmetatable({ _s = s, opts = opts, accepted = {} }, Server)
+  self.pending, self.phead, self.ptail, self.free, self.poked = {}, 1, 0, 0, false
   self.pooled = FRESH_HANDLER or opts.on_message ~= nil
   if opts.on_message then
     self.evq, self.evh, self.evt = {}, 1, 0
