@@ -31,6 +31,22 @@ local function wait_for(cond, timeout)
   assert.is_true(H.wait_until(wsuv, cond, timeout or 10), "condition not reached in time")
 end
 
+-- Opens count connections to url at once (each in its own coroutine) and
+-- waits for all of them; returns them in order.
+local function connect_at_once(url, count)
+  local opened, n = {}, 0
+  for i = 1, count do
+    wsuv.spawn(function()
+      opened[i] = assert(connect(url))
+      n = n + 1
+    end)
+  end
+  wait_for(function()
+    return n == count
+  end)
+  return opened
+end
+
 -- A server (listen options opts) whose handlers only hold their
 -- connections, and two clients: held[1] is c1's connection on the server,
 -- held[2] c2's.
@@ -223,17 +239,8 @@ describe("wsuv server", function()
           return true
         end,
       }
-      local opened, n = {}, 0
       local t0 = wsuv.now()
-      for i = 1, 5 do
-        wsuv.spawn(function()
-          opened[i] = assert(connect(base))
-          n = n + 1
-        end)
-      end
-      assert.is_true(H.wait_until(wsuv, function()
-        return n == 5
-      end, 10))
+      local opened = connect_at_once(base, 5)
       -- One after another would take 1.5 s.
       assert.is_true(wsuv.now() - t0 < 1.2, "checks ran one after another")
       for i = 1, 5 do
@@ -256,16 +263,7 @@ describe("wsuv server", function()
           c:send(m, k)
         end,
       }
-      local opened, n = {}, 0
-      for i = 1, 200 do
-        wsuv.spawn(function()
-          opened[i] = assert(connect(base))
-          n = n + 1
-        end)
-      end
-      wait_for(function()
-        return n == 200
-      end)
+      local opened = connect_at_once(base, 200)
       -- Every client's coroutine has ended; what is left is the server's:
       -- its acceptor, its deciders and at most 4 idle workers. Starting a
       -- decider per request of a burst left dozens here (and every new
@@ -276,6 +274,32 @@ describe("wsuv server", function()
         opened[i]:send("m" .. i)
         assert.are.equal("m" .. i, (opened[i]:receive(5)))
       end
+    end)
+
+    it("after a burst of check hooks that waited, at most 4 deciders stay", function()
+      local sched = require "wsuv.scheduler"
+      local live_before = sched.count()
+      local _, base = listen {
+        no_handler = true,
+        check = function()
+          wsuv.sleep(0.05)
+          return true
+        end,
+        on_message = function(c, m, k)
+          c:send(m, k)
+        end,
+      }
+      local t0 = wsuv.now()
+      connect_at_once(base, 40)
+      -- Side by side: one after another would take 2 s.
+      assert.is_true(wsuv.now() - t0 < 1, "checks ran one after another")
+      -- The acceptor, idle deciders (at most 4) and idle workers (at most 4).
+      local server_coroutines = sched.count() - live_before
+      assert.is_true(server_coroutines <= 9, server_coroutines .. " coroutines")
+      -- Those left still decide the next requests.
+      local late = assert(connect(base))
+      late:send("late")
+      assert.are.equal("late", (late:receive(5)))
     end)
 
     it("a check hook that raises refuses with 500", function()

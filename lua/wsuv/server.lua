@@ -291,10 +291,12 @@ end
 -- * A decider that is about to decide while more wait behind it makes sure
 --   another decider will take them, in case its handshake waits (a hook):
 --   it starts one when none is free. So there are about as many deciders as
---   handshakes that waited at once, not one per connection of a burst.
+--   handshakes that wait at once, not one per connection of a burst.
 -- * The queue is notified once per batch (self.poked), not per connection:
 --   a notify wakes every idle decider.
+-- * At most MAX_IDLE_DECIDERS stay idle; the others end.
 local decider
+local MAX_IDLE_DECIDERS = 4
 
 local function take_pending(self)
   local h = self.phead
@@ -335,6 +337,9 @@ function decider(self)
       return
     else
       self.poked = false -- the queue is empty: the next connection pokes
+      if self.free >= MAX_IDLE_DECIDERS then
+        return -- enough wait already (a burst of hooks that waited)
+      end
       self.free = self.free + 1
       sched.wait(self.pending)
       self.free = self.free - 1
