@@ -15,9 +15,17 @@ static const char *const phase_names[] = {
     "open",       "closing",    "closed"};
 
 /* Upvalues of every method (see new_class). */
-#define KIND_TEXT   lua_upvalueindex(1)
-#define KIND_BINARY lua_upvalueindex(2)
-#define STR_AGAIN   lua_upvalueindex(3)
+#define KIND_TEXT      lua_upvalueindex(1)
+#define KIND_BINARY    lua_upvalueindex(2)
+#define STR_AGAIN      lua_upvalueindex(3)
+#define METHOD_STRINGS 3
+
+/* The upvalues above, in order (see new_class). */
+static void push_method_strings(lua_State *L) {
+  lua_pushliteral(L, "text");
+  lua_pushliteral(L, "binary");
+  lua_pushliteral(L, "again");
+}
 
 /* Every method call checks its argument. A full userdata of exactly our
  * size carrying our tag is one of ours (only C can write a userdata's
@@ -459,8 +467,8 @@ static int l_conn_send(lua_State *L) {
 /* The upvalues of conn:send and conn:receive below, after the strings of
  * every method: conn.lua's send_finish or receive_wait, and the scheduler
  * module (its `current`: a wsuv coroutine is running). */
-#  define LUA_REST  lua_upvalueindex(4)
-#  define SCHEDULER lua_upvalueindex(5)
+#  define LUA_REST  lua_upvalueindex(METHOD_STRINGS + 1)
+#  define SCHEDULER lua_upvalueindex(METHOD_STRINGS + 2)
 
 /* The continuation of a lua_callk: what the Lua function returned. */
 static int returned_k(lua_State *L, int status, lua_KContext base) {
@@ -471,9 +479,9 @@ static int returned_k(lua_State *L, int status, lua_KContext base) {
 /* conn:send(data[, kind[, opts]]) on Lua 5.4, where a Lua method calling
  * send_frame made two calls per message and this makes one (bench scenario
  * (2), on_connect: 1.40-1.47M msg/s before, 1.50-1.61M with conn:receive
- * below). The usual case ends here: the frame
- * queued, the queue under high_water, a scheduler coroutine running (the
- * loop writes when it yields). Anything else (a full queue, a queue over
+ * below). The usual case ends here: the frame queued, the queue under
+ * high_water, a scheduler coroutine running (the loop writes when it
+ * yields). Anything else (a full queue, a queue over
  * high_water, no coroutine: write now) goes on in conn.lua's send_finish,
  * under lua_callk so that it may wait; C itself never yields. Lua 5.1 and
  * LuaJIT have no lua_callk and keep the Lua method. */
@@ -548,12 +556,11 @@ int wsuv__lua_fast_methods(lua_State *L) {
   luaL_checktype(L, 2, LUA_TFUNCTION);
   luaL_checktype(L, 3, LUA_TTABLE);
   for (int i = 0; i < 2; i++) {
-    lua_pushliteral(L, "text");
-    lua_pushliteral(L, "binary");
-    lua_pushliteral(L, "again");
+    push_method_strings(L);
     lua_pushvalue(L, 1 + i);
     lua_pushvalue(L, 3);
-    lua_pushcclosure(L, i == 0 ? l_conn_send_message : l_conn_receive, 5);
+    lua_pushcclosure(L, i == 0 ? l_conn_send_message : l_conn_receive,
+                     METHOD_STRINGS + 2);
   }
   return 2;
 }
@@ -1313,10 +1320,8 @@ static void new_class(lua_State *L, const char *name, const luaL_Reg *methods,
   lua_pushstring(L, name);
   lua_setfield(L, -2, "__name");
   lua_newtable(L);
-  lua_pushliteral(L, "text");
-  lua_pushliteral(L, "binary");
-  lua_pushliteral(L, "again");
-  luaL_setfuncs(L, methods, 3);
+  push_method_strings(L);
+  luaL_setfuncs(L, methods, METHOD_STRINGS);
   lua_setfield(L, -2, "__index");
   if (gc) {
     lua_pushcfunction(L, gc);

@@ -47,6 +47,24 @@ local function connect_at_once(url, count)
   return opened
 end
 
+-- An on_message echo server, with more listen options opts; its requests
+-- are decided in pooled coroutines on every VM. Returns its URL and a
+-- function that counts the coroutines started since (the server's, once
+-- its clients' have ended).
+local function events_echo_server(opts)
+  local sched = require "wsuv.scheduler"
+  local live_before = sched.count()
+  opts = opts or {}
+  opts.no_handler = true
+  opts.on_message = function(c, m, k)
+    c:send(m, k)
+  end
+  local _, base = listen(opts)
+  return base, function()
+    return sched.count() - live_before
+  end
+end
+
 -- A server (listen options opts) whose handlers only hold their
 -- connections, and two clients: held[1] is c1's connection on the server,
 -- held[2] c2's.
@@ -254,22 +272,14 @@ describe("wsuv server", function()
     end)
 
     it("a burst of requests is decided by a few coroutines, not one per request", function()
-      -- on_message servers decide requests in pooled coroutines on every VM.
-      local sched = require "wsuv.scheduler"
-      local live_before = sched.count()
-      local _, base = listen {
-        no_handler = true,
-        on_message = function(c, m, k)
-          c:send(m, k)
-        end,
-      }
+      local base, server_coroutines = events_echo_server()
       local opened = connect_at_once(base, 200)
       -- Every client's coroutine has ended; what is left is the server's:
       -- its acceptor, its deciders and at most 4 idle workers. Starting a
       -- decider per request of a burst left dozens here (and every new
       -- request then woke them all).
-      local server_coroutines = sched.count() - live_before
-      assert.is_true(server_coroutines <= 8, server_coroutines .. " coroutines")
+      local n = server_coroutines()
+      assert.is_true(n <= 8, n .. " coroutines")
       for i = 1, 200, 20 do
         opened[i]:send("m" .. i)
         assert.are.equal("m" .. i, (opened[i]:receive(5)))
@@ -277,16 +287,10 @@ describe("wsuv server", function()
     end)
 
     it("after a burst of check hooks that waited, at most 4 deciders stay", function()
-      local sched = require "wsuv.scheduler"
-      local live_before = sched.count()
-      local _, base = listen {
-        no_handler = true,
+      local base, server_coroutines = events_echo_server {
         check = function()
           wsuv.sleep(0.05)
           return true
-        end,
-        on_message = function(c, m, k)
-          c:send(m, k)
         end,
       }
       local t0 = wsuv.now()
@@ -294,8 +298,8 @@ describe("wsuv server", function()
       -- Side by side: one after another would take 2 s.
       assert.is_true(wsuv.now() - t0 < 1, "checks ran one after another")
       -- The acceptor, idle deciders (at most 4) and idle workers (at most 4).
-      local server_coroutines = sched.count() - live_before
-      assert.is_true(server_coroutines <= 9, server_coroutines .. " coroutines")
+      local n = server_coroutines()
+      assert.is_true(n <= 9, n .. " coroutines")
       -- Those left still decide the next requests.
       local late = assert(connect(base))
       late:send("late")

@@ -84,6 +84,38 @@ local function handler_done(c, ok, err)
   handler_failed(c, "on_connect", err)
 end
 
+-- A FIFO of connections, q[q.head .. q.tail]: the accepted requests
+-- waiting for a decider, and the on_message connections with news.
+local function new_queue()
+  return { head = 1, tail = 0 }
+end
+
+local function push(q, c)
+  local t = q.tail + 1
+  q.tail = t
+  q[t] = c
+end
+
+-- The oldest entry, or nil when empty.
+local function take(q)
+  local h = q.head
+  if h > q.tail then
+    return nil
+  end
+  local c = q[h]
+  q[h] = nil
+  if h == q.tail then
+    q.head, q.tail = 1, 0 -- emptied: reuse the array from its start
+  else
+    q.head = h + 1
+  end
+  return c
+end
+
+local function is_empty(q)
+  return q.head > q.tail
+end
+
 -- ---- on_message: connections without a coroutine of their own ----------
 -- The scheduler tells the server of each connection with news
 -- (Server:news); the connections queue, and at the end of the pass one
@@ -121,17 +153,12 @@ end
 local function worker(self, w)
   local q, idle = self.evq, self.idle_workers
   while true do
-    local h = self.evh
-    if h <= self.evt then
-      local c = q[h]
-      q[h] = nil
-      self.evh = h + 1
+    local c = take(q)
+    if c then
       serve(self, w, c)
+    elseif #idle >= MAX_IDLE_WORKERS or self._s:closed() then
+      return
     else
-      self.evh, self.evt = 1, 0
-      if #idle >= MAX_IDLE_WORKERS or self._s:closed() then
-        return
-      end
       idle[#idle + 1] = running()
       if yield(POLL) == STOP then
         return
@@ -170,9 +197,7 @@ function Server:news(c)
     return
   end
   queued[c] = true
-  local t = self.evt + 1
-  self.evt = t
-  self.evq[t] = c
+  push(self.evq, c)
   self:touch()
 end
 
@@ -181,7 +206,7 @@ end
 function Server:drive()
   self.touched = false
   local idle = self.idle_workers
-  while self.evh <= self.evt do
+  while not is_empty(self.evq) do
     local co = idle[#idle]
     if co then
       idle[#idle] = nil
@@ -284,8 +309,8 @@ end
 -- accepted connections from self.pending one at a time, decides each and
 -- starts its handler; idle deciders wait for more, so a handshake creates
 -- one coroutine (the handler's, none with on_message).
--- * self.pending is a FIFO, pending[phead .. ptail]: table.remove(t, 1)
---   moved the whole queue per handshake.
+-- * self.pending is a queue (new_queue): table.remove(t, 1) moved the whole
+--   array per handshake.
 -- * self.free counts deciders that will take from the queue without being
 --   asked again: idle (waiting on the queue) or started and not yet run.
 -- * A decider that is about to decide while more wait behind it makes sure
@@ -297,21 +322,6 @@ end
 -- * At most MAX_IDLE_DECIDERS stay idle; the others end.
 local decider
 local MAX_IDLE_DECIDERS = 4
-
-local function take_pending(self)
-  local h = self.phead
-  if h > self.ptail then
-    return nil
-  end
-  local c = self.pending[h]
-  self.pending[h] = nil
-  if h == self.ptail then
-    self.phead, self.ptail = 1, 0 -- emptied: reuse the array from its start
-  else
-    self.phead = h + 1
-  end
-  return c
-end
 
 -- Makes sure some decider will take what is queued.
 local function call_decider(self)
@@ -327,9 +337,9 @@ end
 function decider(self)
   self.free = self.free - 1
   while true do
-    local c = take_pending(self)
+    local c = take(self.pending)
     if c then
-      if self.phead <= self.ptail then
+      if not is_empty(self.pending) then
         call_decider(self)
       end
       handle(self, c)
@@ -355,8 +365,7 @@ local function acceptor(self)
       if not self.pooled then
         sched.spawn(handle, self, c)
       else
-        self.ptail = self.ptail + 1
-        self.pending[self.ptail] = c
+        push(self.pending, c)
         call_decider(self)
       end
     else
@@ -390,10 +399,10 @@ function M.listen(opts)
     return nil, err, code
   end
   local self = setmetatable({ _s = s, opts = opts, accepted = {} }, Server)
-  self.pending, self.phead, self.ptail, self.free, self.poked = {}, 1, 0, 0, false
+  self.pending, self.free, self.poked = new_queue(), 0, false
   self.pooled = FRESH_HANDLER or opts.on_message ~= nil
   if opts.on_message then
-    self.evq, self.evh, self.evt = {}, 1, 0
+    self.evq = new_queue()
     self.queued = setmetatable({}, { __mode = "k" }) -- conn -> queued or served
     self.idle_workers = {}
     self.touched = false
