@@ -192,6 +192,39 @@ describe("wsuv scheduler", function()
     assert.are.same({ 1, 2 }, steps)
   end)
 
+  it("notifying an object many times before the pass ends wakes its waiters once", function()
+    local q, wakes, stop = {}, 0, false
+    local co = wsuv.spawn(function()
+      while not stop do
+        sched.wait(q)
+        wakes = wakes + 1
+      end
+    end)
+    wsuv.step() -- the waiter starts and waits on q
+    for _ = 1, 100 do
+      sched.notify(q)
+    end
+    wsuv.step()
+    assert.are.equal(1, wakes)
+    -- Each later pass's notify wakes it again (the scheduler reuses its
+    -- lists: a notify must not be taken for one already queued).
+    local other = {}
+    for round = 2, 20 do
+      for _ = 1, round % 3 do
+        sched.notify(other) -- passes that walk notified lists without q
+        wsuv.step()
+      end
+      sched.notify(q)
+      sched.notify(q)
+      wsuv.step()
+      assert.are.equal(round, wakes)
+    end
+    stop = true
+    sched.notify(q)
+    assert.is_true(wsuv.run())
+    assert.are.equal("dead", coroutine.status(co))
+  end)
+
   describe("with connections", function()
     it("a foreign coroutine calling receive runs the loop itself", function()
       local server = assert(wsuv.listen {

@@ -39,6 +39,9 @@ local running = coroutine.running
 local sleepers = {} -- tokens with a deadline, unsorted
 local runnable = {} -- { co, args } to start or continue
 local notified = {} -- Lua objects with news (see M.notify)
+-- obj -> the notified list it is on: one entry per object per list, however
+-- often it is notified before the list is walked.
+local notified_on = setmetatable({}, { __mode = "k" })
 local live = 0 -- owned coroutines not finished
 local current -- the owned coroutine being resumed
 -- M.current: the same, for a cheap "inside the scheduler" test on hot
@@ -282,6 +285,9 @@ local function pass(timeout, watch, watch_deadline)
     for i = 1, #list do
       local obj = list[i]
       list[i] = nil
+      if notified_on[obj] == list then
+        notified_on[obj] = nil -- the list is reused once walked
+      end
       if obj == watch then
         hit = true
       end
@@ -306,9 +312,14 @@ local function pass(timeout, watch, watch_deadline)
   return hit, alive
 end
 
--- Wakes whoever waits on a Lua-side object (a server's accept queue).
+-- Wakes whoever waits on a Lua-side object (a server's accept queue), at
+-- the end of this pass: a notify wakes every waiter, so notifying again
+-- before then changes nothing.
 function M.notify(obj)
-  notified[#notified + 1] = obj
+  if notified_on[obj] ~= notified then
+    notified_on[obj] = notified
+    notified[#notified + 1] = obj
+  end
 end
 
 local function enlist(co, obj, token)

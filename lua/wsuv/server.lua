@@ -317,8 +317,8 @@ end
 --   another decider will take them, in case its handshake waits (a hook):
 --   it starts one when none is free. So there are about as many deciders as
 --   handshakes that wait at once, not one per connection of a burst.
--- * The queue is notified once per batch (self.poked), not per connection:
---   a notify wakes every idle decider.
+-- * Notifying the queue wakes every idle decider, once per pass however
+--   many connections it got (sched.notify).
 -- * At most MAX_IDLE_DECIDERS stay idle; the others end.
 local decider
 local MAX_IDLE_DECIDERS = 4
@@ -328,8 +328,7 @@ local function call_decider(self)
   if self.free == 0 then
     self.free = 1
     sched.spawn(decider, self)
-  elseif not self.poked then
-    self.poked = true
+  else
     sched.notify(self.pending)
   end
 end
@@ -346,7 +345,6 @@ function decider(self)
     elseif self._s:closed() then
       return
     else
-      self.poked = false -- the queue is empty: the next connection pokes
       if self.free >= MAX_IDLE_DECIDERS then
         return -- enough wait already (a burst of hooks that waited)
       end
@@ -399,7 +397,7 @@ function M.listen(opts)
     return nil, err, code
   end
   local self = setmetatable({ _s = s, opts = opts, accepted = {} }, Server)
-  self.pending, self.free, self.poked = new_queue(), 0, false
+  self.pending, self.free = new_queue(), 0
   self.pooled = FRESH_HANDLER or opts.on_message ~= nil
   if opts.on_message then
     self.evq = new_queue()
