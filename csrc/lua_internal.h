@@ -16,23 +16,26 @@ typedef struct {
   int closed;
   int *woken; /* anchors of objects freed with news: ready() hands them */
   size_t nwoken, woken_cap;
-  /* Messages not yet taken, of every connection, wait in one table (a
-   * registry ref): a connection holds slot numbers, so an idle one holds
-   * no table. Slots are reused, latest freed first. */
+  /* Large messages not yet taken, of every connection, wait in one table
+   * (a registry ref): a connection holds slot numbers, so an idle one
+   * holds no table. Slots are reused, latest freed first. */
   int inbox;
   int inbox_top;   /* highest slot used since the inbox was made */
   size_t nqueued;  /* messages in it */
   int *free_slots; /* freed slots below inbox_top */
   size_t nfree, free_cap;
+  uint8_t *qfree; /* spare message FIFOs (see wsuv_lconn_t.q), linked */
+  size_t nqfree;
   struct wsuv_bcache_s *bcache; /* lua_alloc.c, once installed */
   size_t bcache_limit;          /* bytes; 0: no block cache */
 } wsuv_lloop_t;
 
-/* A queued message: its inbox slot and FLAG_* bits. */
+/* The head of a queued message's record: FLAG_* bits, and its length,
+ * the bytes following inline; or with FLAG_SLOT, its inbox slot. */
 typedef struct {
-  int slot;
-  int flags;
-} wsuv_qmsg_t;
+  uint32_t n;
+  uint32_t flags;
+} wsuv_qrec_t;
 
 /* Box of a connection: outlives the transport object, so a closed
  * connection still answers with "closed", its code and reason. */
@@ -43,17 +46,19 @@ typedef struct {
   wsuv_tconn_t *c; /* NULL once the transport freed it */
   wsuv_lloop_t *ll;
   int anchor; /* registry ref to this userdata while c lives */
-  /* Messages delivered and not yet taken, oldest first: one in q1, or
-   * from two on in a ring (malloc'd, freed when it empties). */
-  wsuv_qmsg_t q1;
-  wsuv_qmsg_t *ring;
-  unsigned qhead, qlen, qcap; /* ring[qhead] is the oldest; qcap: 2^k */
-  int close_code;             /* final code once known, else 0 */
-  int close_reason;           /* registry ref of the reason string */
-  int error;                  /* uv/WSUV code of a failure */
-  int why;                    /* registry ref of the failure message */
-  int info;                   /* registry ref: client response table */
-  int pong;                   /* registry ref of the last pong payload */
+  /* Messages delivered and not yet taken, oldest first: records
+   * (wsuv_qrec_t) in a byte FIFO, from the first message until it empties.
+   * A small message waits inline and becomes a Lua string when taken; a
+   * large one waits in the inbox. */
+  uint8_t *q;
+  uint32_t qhead, qtail, qcap; /* bytes: q[qhead] is the oldest record */
+  uint32_t qlen;               /* messages */
+  int close_code;              /* final code once known, else 0 */
+  int close_reason;            /* registry ref of the reason string */
+  int error;                   /* uv/WSUV code of a failure */
+  int why;                     /* registry ref of the failure message */
+  int info;                    /* registry ref: client response table */
+  int pong;                    /* registry ref of the last pong payload */
   int request;    /* registry ref: server side, the request record (from
                      request_brief), then the table conn:request() made */
   unsigned pongs; /* pongs received */
@@ -82,6 +87,7 @@ size_t wsuv__bcache_held(const wsuv_lloop_t *ll);
 void wsuv__bcache_tick(lua_State *L, wsuv_lloop_t *ll, uint64_t now_ms);
 void wsuv__bcache_remove(lua_State *L, wsuv_lloop_t *ll);
 void wsuv__lua_hooks(wsuv_hooks_t *h);
+void wsuv__lua_qpool_free(wsuv_lloop_t *ll);
 int wsuv__lua_push_error(lua_State *L, int err, const char *msg);
 void wsuv__lua_conn_open(lua_State *L);
 wsuv_lconn_t *wsuv__lua_new_conn(lua_State *L, wsuv_lloop_t *ll,

@@ -23,6 +23,7 @@ static int l_loop_gc(lua_State *L) {
     ll->woken = NULL;
     free(ll->free_slots);
     ll->free_slots = NULL;
+    wsuv__lua_qpool_free(ll);
   }
   return 0;
 }

@@ -64,6 +64,54 @@ describe("wsuv connection", function()
       end
     end)
 
+    it("keeps order and kind over thousands of small and large messages queued unread", function()
+      -- Small messages wait in a connection's byte queue, large ones in a
+      -- table: sizes around the boundary (256), in batches the reader
+      -- drains in part, so the queue grows, wraps and mixes both kinds.
+      local sizes = { 0, 1, 7, 40, 41, 255, 256, 257, 300, 5000, 32 }
+      local N = 3000
+      local function message(i)
+        local n = sizes[i % #sizes + 1]
+        -- ASCII, so that it is valid text too
+        local pair = string.char(33 + i % 90) .. string.char(33 + i % 89)
+        return pair:rep(math.floor(n / 2) + 1):sub(1, n)
+      end
+      local got, bad = 0, nil
+      local _, url = listen {
+        on_connect = function(conn)
+          while got < N do
+            local m, kind = conn:receive()
+            if not m then
+              break
+            end
+            got = got + 1
+            local want_kind = got % 2 == 0 and "text" or "binary"
+            if not bad and (m ~= message(got) or kind ~= want_kind) then
+              bad = ("message %d: %d bytes %s, wanted %d bytes %s"):format(
+                got, #m, kind, #message(got), want_kind)
+            end
+            if got % 13 == 0 then
+              wsuv.sleep(0.001) -- let more arrive while some wait
+            end
+          end
+        end,
+      }
+      local c = connect(url)
+      for i = 1, N do
+        assert(c:send(message(i), i % 2 == 0 and "text" or "binary"))
+        if i % 500 == 0 then
+          wait_for(function()
+            return got >= i - 400
+          end)
+        end
+      end
+      wait_for(function()
+        return got == N or bad ~= nil
+      end, 20)
+      assert.is_nil(bad)
+      assert.are.equal(N, got)
+    end)
+
     it("raises when sending invalid UTF-8 as text, and misuse raises", function()
       local _, url = listen()
       local c = connect(url)

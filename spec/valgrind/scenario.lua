@@ -114,8 +114,8 @@ local function scenario()
   end
   bs:close()
 
-  -- The event style: messages queue in the shared inbox (a connection's
-  -- ring grows past 16), handlers run in workers, one waits; 150
+  -- The event style: messages queue (a connection's queue grows past its
+  -- first buffer), handlers run in workers, one waits; 150
   -- connections replying in one pass pass the output burst bound (their
   -- buffers are written mid-pass and reused); unread messages of a closed
   -- connection are released.
@@ -130,11 +130,11 @@ local function scenario()
   })
   local ec = assert(wsuv.connect("ws://127.0.0.1:" .. es.port))
   ec:send("wait")
-  for i = 1, 40 do
+  for i = 1, 120 do
     ec:send("e" .. i)
   end
   local ok_order = ec:receive(5) == "wait"
-  for i = 1, 40 do
+  for i = 1, 120 do
     ok_order = ok_order and ec:receive(5) == "e" .. i
   end
   step("events in order", ok_order)
@@ -153,11 +153,12 @@ local function scenario()
   for i = 1, 150 do
     many[i]:abort()
   end
-  -- Messages nobody reads: a client's inbox slots go with it.
+  -- Messages nobody reads, small (in the connection's queue) and large
+  -- (inbox slots): they go with the connection.
   do
     local unread = assert(wsuv.connect("ws://127.0.0.1:" .. es.port))
     for i = 1, 20 do
-      unread:send("u" .. i)
+      unread:send(i % 4 == 0 and ("u"):rep(300) .. i or "u" .. i)
     end
     step("unread echoes arrive", unread:receive(5) == "u1")
     wsuv.sleep(0.05)
