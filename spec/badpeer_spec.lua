@@ -161,11 +161,11 @@ describe("our server against raw TCP abuse", function()
   end
 
   lazy_setup(function()
-    local out, pidfile = os.tmpname(), os.tmpname()
+    local out, pidfile = H.tmpname(), H.tmpname()
     os.execute(("%s %s examples/echo_server.lua 0 > %s 2>&1 & echo $! > %s"):format(
       lua_env(), H.lua_interpreter(), out, pidfile))
     proc = { pid = tonumber(H.read_file(pidfile)), log = out }
-    os.remove(pidfile)
+    H.remove(pidfile)
     assert(proc.pid, "could not start examples/echo_server.lua")
     local deadline = os.time() + 15
     while os.time() <= deadline do
@@ -180,9 +180,6 @@ describe("our server against raw TCP abuse", function()
 
   lazy_teardown(function()
     H.stop(proc)
-    if proc and proc.log then
-      os.remove(proc.log)
-    end
   end)
 
   local function raw()

@@ -145,12 +145,12 @@ describe("block cache at exit", function()
       c:close(); s:close(1)
       os.exit(0, true)
     ]]
-    local file = os.tmpname()
+    local file = H.tmpname()
     local f = assert(io.open(file, "w"))
     f:write(script)
     f:close()
     local rc, out = H.wait_job(wsuv, H.start_job(H.lua_interpreter() .. " " .. file), 20)
-    os.remove(file)
+    H.remove(file)
     assert.are.equal(0, rc, out)
     local held = tonumber(out:match("held (%d+)"))
     assert.is_true(held and held >= 1048576, out)
@@ -169,7 +169,7 @@ describe("block cache over a host's own allocator (spec/host/sized_alloc.c)", fu
 
   local r, out = {}, ""
   lazy_setup(function()
-    local exe = os.tmpname()
+    local exe = H.tmpname()
     local cmd = ("cc -std=c99 -Wall -Wextra -Werror -Icsrc/test $(pkg-config --cflags lua5.4) "
       .. "spec/host/sized_alloc.c $(pkg-config --libs lua5.4) -o %s 2>&1 "
       .. "&& timeout 60 %s %s %s 2>&1")
@@ -178,7 +178,7 @@ describe("block cache over a host's own allocator (spec/host/sized_alloc.c)", fu
     local p = assert(io.popen(cmd))
     out = p:read("*a")
     p:close()
-    os.remove(exe)
+    H.remove(exe)
     r = H.key_lines(out)
   end)
 

@@ -91,11 +91,11 @@ local readable = H.exists
 -- Starts cmd in a new session (so that its process group and session are
 -- its own), output to log. Returns the session id (the started pid).
 local function start_session(cmd, log)
-  local pidfile = os.tmpname()
+  local pidfile = H.tmpname()
   os.execute(("setsid %s > %s 2>&1 < /dev/null & echo $! > %s"):format(cmd, H.sh_quote(log),
     H.sh_quote(pidfile)))
   local pid = tonumber(H.read_file(pidfile))
-  os.remove(pidfile)
+  H.remove(pidfile)
   return assert(pid, "could not start " .. cmd)
 end
 
@@ -221,8 +221,7 @@ describe("a real browser (headless chromium) against our server", function()
         wsuv.spawn(handle, conn)
       end
     end)
-    log, profile = os.tmpname(), os.tmpname()
-    os.remove(profile)
+    log, profile = H.tmpname(), H.tmpname(true)
     assert(os.execute("mkdir -p " .. H.sh_quote(profile)))
     local t0 = wsuv.now()
     -- HOME and XDG dirs in the profile: nothing is written outside it.
@@ -244,14 +243,12 @@ describe("a real browser (headless chromium) against our server", function()
     took = wsuv.now() - t0
     left = kill_session(sid, profile)
     srv:close(2)
-    os.execute("rm -rf " .. H.sh_quote(profile))
+    H.remove(profile)
     assert(ok, err)
   end)
 
   lazy_teardown(function()
-    if log then
-      os.remove(log)
-    end
+    H.remove(log)
   end)
 
   after_each(function()

@@ -45,7 +45,7 @@ describe("conformance.py against a wsuv echo server", function()
     local ok, err = pcall(function()
       run_rc, run_out = H.wait_job(wsuv, job, 120)
     end)
-    os.execute("kill " .. job.pid .. " 2>/dev/null")
+    H.stop(job)
     srv:close()
     assert(ok, err)
     for line in (run_out or ""):gmatch("[^\n]+") do

@@ -429,7 +429,7 @@ describe("their clients (compression) -> our server", function()
       end
     end)
     for _, r in ipairs(jobs) do
-      os.execute("kill " .. r.job.pid .. " 2>/dev/null")
+      H.stop(r.job)
     end
     for _, srv in ipairs(servers) do
       srv:close()

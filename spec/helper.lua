@@ -21,11 +21,6 @@ function H.lua_interpreter()
   return arg and arg[i] or "lua"
 end
 
-local function tmpname()
-  local name = os.tmpname()
-  return name
-end
-
 local function read_file(path)
   local f = io.open(path, "rb")
   if not f then
@@ -63,13 +58,48 @@ local function sh_quote(s)
 end
 H.sh_quote = sh_quote
 
+-- Temporary files and directories the specs made and have not removed yet:
+-- name -> "file" or "dir". Each is removed (H.remove) once its user is done
+-- with it; H.cleanup removes the rest when busted exits.
+local made = {}
+
+-- A new temporary name from os.tmpname, which creates the file; with dir
+-- true, the file is removed for the caller to make a directory there.
+function H.tmpname(dir)
+  local name = os.tmpname()
+  if dir then
+    os.remove(name)
+  end
+  made[name] = dir and "dir" or "file"
+  return name
+end
+
+-- Removes temporary files or directories; nil arguments are skipped.
+function H.remove(...)
+  for i = 1, select("#", ...) do
+    local name = select(i, ...)
+    if name then
+      if made[name] == "dir" then
+        os.execute("rm -rf " .. sh_quote(name))
+      else
+        os.remove(name)
+      end
+      made[name] = nil
+    end
+  end
+end
+
 -- Starts a server command in the background; waits (at most 15 s) for its
--- "PORT n" line. Returns {pid=, port=, log=} or raises.
+-- "PORT n" line. Returns {pid=, port=, log=} or raises. H.stop stops it
+-- and removes its log.
 function H.start_server(cmd)
-  local out, pidfile = tmpname(), tmpname()
+  local out, pidfile = H.tmpname(), H.tmpname()
   os.execute(("%s > %s 2>&1 & echo $! > %s"):format(cmd, out, pidfile))
   local pid = tonumber(read_file(pidfile))
-  os.remove(pidfile)
+  H.remove(pidfile)
+  if not pid then
+    H.remove(out)
+  end
   assert(pid, "could not start: " .. cmd)
   local deadline = os.time() + 15
   while os.time() <= deadline do
@@ -80,25 +110,32 @@ function H.start_server(cmd)
     end
     os.execute("sleep 0.05")
   end
-  os.execute("kill " .. pid .. " 2>/dev/null")
-  error("server did not report its port: " .. cmd .. "\n" .. (read_file(out) or ""))
+  local log = read_file(out) or ""
+  H.stop({ pid = pid, log = out })
+  error("server did not report its port: " .. cmd .. "\n" .. log)
 end
 
+-- Stops a process from H.start_server or H.start_job and removes its
+-- files: read p.log or p.out first.
 function H.stop(p)
-  if p and p.pid then
-    os.execute("kill " .. p.pid .. " 2>/dev/null")
-    p.pid = nil
+  if p then
+    if p.pid then
+      os.execute("kill " .. p.pid .. " 2>/dev/null")
+      p.pid = nil
+    end
+    H.remove(p.log, p.out, p.rc)
   end
 end
 
 -- Runs a command in the background (for a peer client talking to our
--- server, while our loop runs in this process). H.finished(job) polls it.
+-- server, while our loop runs in this process). H.finished(job) polls it;
+-- H.stop(job) ends one that has not finished.
 function H.start_job(cmd)
-  local out, rc, pidfile = tmpname(), tmpname(), tmpname()
+  local out, rc, pidfile = H.tmpname(), H.tmpname(), H.tmpname()
   os.remove(rc)
   os.execute(("(%s; echo $? > %s) > %s 2>&1 & echo $! > %s"):format(cmd, rc, out, pidfile))
   local pid = tonumber(read_file(pidfile))
-  os.remove(pidfile)
+  H.remove(pidfile)
   return { pid = pid, out = out, rc = rc }
 end
 
@@ -119,16 +156,22 @@ function H.with_example(wsuv, name, fn)
   assert(ok, err)
 end
 
--- Returns exit status, output once the job finished; nil otherwise.
+-- Returns exit status, output once the job finished; nil otherwise. Once
+-- it has finished, its files are removed and the results kept in the job.
 function H.finished(job)
-  local rc = read_file(job.rc)
-  if rc and rc:match("%d") then
-    return tonumber(rc:match("%d+")), read_file(job.out) or ""
+  if not job.status then
+    local rc = read_file(job.rc)
+    if not (rc and rc:match("%d")) then
+      return nil
+    end
+    job.status, job.output = tonumber(rc:match("%d+")), read_file(job.out) or ""
+    H.remove(job.out, job.rc)
   end
+  return job.status, job.output
 end
 
--- Drives the wsuv loop until the job ends (or timeout seconds pass).
--- Returns exit status, output.
+-- Drives the wsuv loop until the job ends (or timeout seconds pass, when
+-- it is stopped). Returns exit status, output.
 function H.wait_job(wsuv, job, timeout)
   local deadline = wsuv.now() + (timeout or TEST_TIMEOUT)
   while wsuv.now() < deadline do
@@ -138,8 +181,9 @@ function H.wait_job(wsuv, job, timeout)
     end
     wsuv.sleep(0.02)
   end
-  os.execute("kill " .. job.pid .. " 2>/dev/null")
-  return nil, (read_file(job.out) or "") .. "\n(timed out)"
+  local out = read_file(job.out) or ""
+  H.stop(job)
+  return nil, out .. "\n(timed out)"
 end
 
 -- Counts "ok"/"not ok" lines of a TAP text.
@@ -229,17 +273,34 @@ function H.close_everything(conns, servers)
 end
 
 -- Test certificates (spec/peers/gen_certs.sh), made once per process in a
--- temporary directory. Returns that directory, with a trailing slash.
+-- temporary directory (H.cleanup removes it). Returns that directory, with
+-- a trailing slash.
 local cert_dir
 function H.certs()
   if not cert_dir then
-    local d = os.tmpname()
-    os.remove(d)
+    local d = H.tmpname(true)
     assert(os.execute("sh " .. H.PEERS .. "gen_certs.sh " .. d .. " >/dev/null 2>&1"))
     assert(read_file(d .. "/server.pem"), "gen_certs.sh made no certificates")
     cert_dir = d .. "/"
   end
   return cert_dir
+end
+
+-- Removes every temporary file and directory not removed yet. Run when
+-- busted exits, after the last spec file.
+function H.cleanup()
+  for name in pairs(made) do
+    H.remove(name)
+  end
+  cert_dir = nil
+end
+
+local has_busted, busted = pcall(require, "busted")
+if has_busted and busted.subscribe then
+  busted.subscribe({ "exit" }, function()
+    H.cleanup()
+    return nil, true -- let the other subscribers run
+  end)
 end
 
 package.loaded["spec.helper"] = H

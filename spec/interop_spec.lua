@@ -257,7 +257,7 @@ for _, peer in ipairs(PEER_CLIENTS) do
         local ok, err = pcall(function()
           rc, out = H.wait_job(wsuv, job, 90)
         end)
-        os.execute("kill " .. job.pid .. " 2>/dev/null")
+        H.stop(job)
         srv:close()
         assert(ok, err)
         for line in (out or ""):gmatch("[^\n]+") do

@@ -35,11 +35,12 @@ describe("two Lua states in one process (spec/host/two_states.c)", function()
     return
   end
 
-  local exe = os.tmpname()
+  local exe
   local build_rc, build_out, run_rc, run_out
   local r = {} -- key -> rest of the line
 
   lazy_setup(function()
+    exe = H.tmpname()
     build_rc, build_out = sh(("cc -std=c99 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror "
       .. "$(pkg-config --cflags lua5.4) spec/host/two_states.c "
       .. "$(pkg-config --libs lua5.4) -o %s"):format(H.sh_quote(exe)))
@@ -52,7 +53,7 @@ describe("two Lua states in one process (spec/host/two_states.c)", function()
   end)
 
   lazy_teardown(function()
-    os.remove(exe)
+    H.remove(exe)
   end)
 
   it("the host compiles against liblua5.4", function()

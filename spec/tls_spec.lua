@@ -274,7 +274,6 @@ describe("wss://", function()
     probe_sock:close()
     local job = H.start_job(("exec %s examples/wss_server.lua %sserver.pem %sserver.key %d")
       :format(H.lua_interpreter(), C, C, port))
-    local srv = { pid = job.pid }
     local ok, err = pcall(function()
       local c
       assert(H.wait_until(wsuv, function()
@@ -288,7 +287,7 @@ describe("wss://", function()
       assert.are.equal("reloaded", (c:receive(5)))
       c:close()
     end)
-    H.stop(srv)
+    H.stop(job)
     assert(ok, err)
   end)
 

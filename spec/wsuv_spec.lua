@@ -401,10 +401,8 @@ describe("wsuv scheduler", function()
     local echo_proc
 
     after_each(function()
-      if echo_proc then
-        os.execute("kill " .. echo_proc.pid .. " 2>/dev/null")
-        echo_proc = nil
-      end
+      H.stop(echo_proc)
+      echo_proc = nil
     end)
 
     local function env_prefix()
@@ -415,13 +413,12 @@ describe("wsuv scheduler", function()
     end
 
     local function start_echo(lua)
-      local out, pidfile = os.tmpname(), os.tmpname()
+      local out, pidfile = H.tmpname(), H.tmpname()
       os.execute(("%s%s examples/echo_server.lua 0 > %s 2>&1 & echo $! > %s"):format(
         env_prefix(), lua, out, pidfile))
-      local pid = tonumber(H.read_file(pidfile))
-      os.remove(pidfile)
-      assert(pid, "could not start the echo server")
-      echo_proc = { pid = pid, log = out }
+      echo_proc = { pid = tonumber(H.read_file(pidfile)), log = out }
+      H.remove(pidfile)
+      assert(echo_proc.pid, "could not start the echo server")
       local deadline = wsuv.now() + 15
       while wsuv.now() < deadline do
         local url = (H.read_file(out) or ""):match("(ws://127%.0%.0%.1:%d+/)")
@@ -444,14 +441,14 @@ describe("wsuv scheduler", function()
         "print(c:close())",
         'print("REPL-DONE")',
       }, "\n") .. "\n"
-      local input = os.tmpname()
+      local input = H.tmpname()
       local f = assert(io.open(input, "wb"))
       f:write(script)
       f:close()
       local p = assert(io.popen(("%s%s -i < %s 2>&1"):format(env_prefix(), lua, input)))
       local out = p:read("*a")
       p:close()
-      os.remove(input)
+      H.remove(input)
       if not out:find("REPL-DONE", 1, true) and rawget(_G, "jit") then
         pending("luajit -i did not run the piped lines: " .. out)
         return
