@@ -588,22 +588,62 @@ static int l_conn_send_message(lua_State *L) {
   return returned_k(L, LUA_OK, base);
 }
 
+/* The wait of conn:receive on Lua 5.4, with the connection, its timeout
+ * and the deadline (or nil) at 1..3: conn.lua's receive_wait waits once
+ * for news and returns nothing, or nil, "timeout", "ETIMEDOUT"; then the
+ * message is taken here, or the wait goes on. The loop is C's so that a
+ * wake makes no try_receive call through Lua. */
+static int receive_k(lua_State *L, int status, lua_KContext ctx);
+
+/* After one wait: the number of values to return, or 0 to wait again. */
+static int receive_woken(lua_State *L) {
+  if (lua_gettop(L) > 3) return lua_gettop(L) - 3; /* the wait failed */
+  wsuv_lconn_t *b = lua_touserdata(L, 1);
+  b->ll->L = L;
+  return receive_now(L, b);
+}
+
+static int receive_loop(lua_State *L) {
+  for (;;) {
+    lua_pushvalue(L, LUA_REST);
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, 3);
+    lua_callk(L, 2, LUA_MULTRET, 0, receive_k);
+    int n = receive_woken(L); /* the wait returned without yielding */
+    if (n) return n;
+  }
+}
+
+static int receive_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  (void)ctx;
+  int n = receive_woken(L);
+  return n ? n : receive_loop(L);
+}
+
 /* conn:receive([timeout]) on Lua 5.4, for the same reason as conn:send: a
  * message that has arrived, or the end of a closed connection, returns
- * from here; a wait goes on in conn.lua's receive_wait under lua_callk. */
+ * from here; a wait goes on in receive_loop. */
 static int l_conn_receive(lua_State *L) {
   wsuv_lconn_t *b = check_conn(L);
-  if (!lua_isnoneornil(L, 2) &&
-      (lua_type(L, 2) != LUA_TNUMBER || lua_tonumber(L, 2) < 0))
+  int timed = !lua_isnoneornil(L, 2);
+  if (timed && (lua_type(L, 2) != LUA_TNUMBER || lua_tonumber(L, 2) < 0))
     return luaL_error(L, "timeout must be a non-negative number of seconds");
   int n = receive_now(L, b);
   if (n) return n;
+  lua_Number timeout = timed ? lua_tonumber(L, 2) : -1;
+  if (timeout == 0) { /* receive(0) polls */
+    lua_pushnil(L);
+    lua_pushliteral(L, "timeout");
+    lua_pushliteral(L, "ETIMEDOUT");
+    return 3;
+  }
   lua_settop(L, 2);
-  lua_pushvalue(L, LUA_REST);
-  lua_pushvalue(L, 1);
-  lua_pushvalue(L, 2);
-  lua_callk(L, 2, LUA_MULTRET, 2, returned_k);
-  return returned_k(L, LUA_OK, 2);
+  if (timed) /* the clock of core.now */
+    lua_pushnumber(L, (lua_Number)uv_hrtime() / 1e9 + timeout);
+  else
+    lua_pushnil(L);
+  return receive_loop(L);
 }
 
 /* core._fast_methods(send_finish, receive_wait, scheduler) -> conn:send,

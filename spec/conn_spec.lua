@@ -181,6 +181,40 @@ describe("wsuv connection", function()
       assert.are.equal("after", (c:receive(5)))
     end)
 
+    it("news that is not a message (a pong) leaves receive waiting for one", function()
+      -- The server pings while its handler waits in receive: the pong
+      -- wakes the handler's wait, which must go on until the message.
+      local results, pongs = {}, 0
+      local _, url = listen {
+        on_connect = function(conn)
+          wsuv.spawn(function()
+            for _ = 1, 3 do
+              if conn:ping() then
+                pongs = pongs + 1
+              end
+            end
+          end)
+          local t0 = wsuv.now()
+          results[1] = { conn:receive() }
+          results[2] = { conn:receive(5) }
+          results[3] = { conn:receive(0.2) }
+          results.waited = wsuv.now() - t0
+        end,
+      }
+      local c = connect(url)
+      wait_for(function()
+        return pongs == 3
+      end)
+      c:send("one")
+      c:send("two")
+      wait_for(function()
+        return results.waited ~= nil
+      end)
+      assert.are.same({ "one", "text" }, results[1])
+      assert.are.same({ "two", "text" }, results[2])
+      assert.are.same({ nil, "timeout", "ETIMEDOUT" }, results[3])
+    end)
+
     it("receive(0) polls without waiting", function()
       local _, url = listen()
       local c = connect(url)

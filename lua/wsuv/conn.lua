@@ -208,9 +208,18 @@ function Conn:send(data, kind, opts)
   return send_finish(self, data, kind or "text", plain, ok, over, code)
 end
 
--- The wait of conn:receive on Lua 5.4 (see below).
-local function receive_wait(self, timeout)
-  return wait_message(self, timeout, timeout and deadline_of(timeout))
+-- The wait of conn:receive on Lua 5.4 (csrc/lua_conn.c, receive_loop),
+-- once: for news on the connection or until deadline (nil: none). Returns
+-- nothing, or nil, "timeout", "ETIMEDOUT"; C then takes the message.
+local function receive_wait(self, deadline)
+  if deadline == nil and park(self) then
+    yield(POLL)
+    return
+  end
+  local ok, err, code = sched.wait(self, deadline)
+  if not ok then
+    return nil, err, code
+  end
 end
 
 -- Lua 5.4: send and receive are C methods, one call per message where

@@ -34,6 +34,10 @@ local parked = setmetatable({}, { __mode = "k" })
 local FOREVER = {} -- the token of a wait on nothing, without a deadline
 -- obj -> its owner (M.watch): told of every news of obj, whoever waits.
 local watchers = setmetatable({}, { __mode = "k" })
+-- M.watch calls not undone by M.unwatch: while none is, a pass skips the
+-- watchers lookup (once per message at 1 in flight). An entry collected
+-- with its object leaves it high, which only costs that lookup.
+local nwatched = 0
 local touched = {} -- owners to drive at the end of this pass (M.touch)
 local running = coroutine.running
 local sleepers = {} -- tokens with a deadline, unsorted
@@ -76,11 +80,13 @@ local function finish(co, ok, err)
   return true
 end
 
+local co_resume = coroutine.resume
+
 local function resume(co, ...)
   local outer = current
   current = co
   M.current = co
-  local ok, err = coroutine.resume(co, ...)
+  local ok, err = co_resume(co, ...)
   current = outer
   M.current = outer
   if not ok then
@@ -272,9 +278,11 @@ local function pass(timeout, watch, watch_deadline)
         waiting[p] = nil
         resume(p, "ready")
       end
-      local owner = watchers[obj]
-      if owner ~= nil then
-        owner:news(obj)
+      if nwatched > 0 then
+        local owner = watchers[obj]
+        if owner ~= nil then
+          owner:news(obj)
+        end
       end
     end
   end
@@ -345,7 +353,9 @@ function M.park(obj)
     return false
   end
   local p = parked[obj]
-  if p == nil or p == co or waiting[p] ~= obj then
+  if p == co then
+    waiting[co] = obj -- parked here before: the usual case
+  elseif p == nil or waiting[p] ~= obj then
     parked[obj] = co
     waiting[co] = obj
   else
@@ -440,10 +450,16 @@ end
 -- M.resume. A worker idles by yielding M.POLL without waiting on anything:
 -- then only its owner resumes it.
 function M.watch(obj, owner)
+  if watchers[obj] == nil then
+    nwatched = nwatched + 1
+  end
   watchers[obj] = owner
 end
 
 function M.unwatch(obj)
+  if watchers[obj] ~= nil then
+    nwatched = nwatched - 1
+  end
   watchers[obj] = nil
 end
 
