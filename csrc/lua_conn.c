@@ -132,37 +132,45 @@ static void slot_free(lua_State *L, wsuv_lloop_t *ll, int slot) {
  * (bench (2), 32-byte messages: the inbox path was about 5% of the 5.4
  * server). Past this size the second copy costs more than those. */
 #define INLINE_MAX 256
-/* FIFOs of this size are kept for reuse (up to QPOOL_MAX), so that one
- * message in flight costs no malloc: 24 records of 32-byte messages. */
-#define QBUF_SIZE  1024
+/* A FIFO starts small: 10,000 connections that each get a message in one
+ * pass (bench (4)'s echo) would otherwise hold 10 MB at once, which stays
+ * resident after it is freed (1 KiB FIFOs read 540 B more per idle
+ * connection). Freed FIFOs of the two sizes below are kept per loop for
+ * reuse (up to QPOOL_MAX each), so a message in flight costs no malloc,
+ * and one that grew to QBUF_LARGE (16 messages of 32 bytes fit) serves the
+ * next burst of any connection without growing again. */
+#define QBUF_SMALL 64
+#define QBUF_LARGE 1024
 #define QPOOL_MAX  256
 #define QBUF_LIMIT ((uint32_t)1 << 30) /* record bytes queued, at most */
 
-static uint8_t *qbuf_get(wsuv_lloop_t *ll) {
-  uint8_t *p = ll->qfree;
-  if (!p) return malloc(QBUF_SIZE);
-  memcpy(&ll->qfree, p, sizeof(p));
-  ll->nqfree--;
+static uint8_t *qbuf_take(wsuv_lloop_t *ll, int large) {
+  uint8_t *p = ll->qfree[large];
+  if (p) {
+    memcpy(&ll->qfree[large], p, sizeof(p));
+    ll->nqfree[large]--;
+  }
   return p;
 }
 
 static void qbuf_put(wsuv_lloop_t *ll, uint8_t *p, uint32_t cap) {
-  if (cap != QBUF_SIZE || ll->nqfree >= QPOOL_MAX || ll->closed) {
+  int large = cap == QBUF_LARGE;
+  if ((!large && cap != QBUF_SMALL) || ll->nqfree[large] >= QPOOL_MAX ||
+      ll->closed) {
     free(p);
     return;
   }
-  memcpy(p, &ll->qfree, sizeof(p));
-  ll->qfree = p;
-  ll->nqfree++;
+  memcpy(p, &ll->qfree[large], sizeof(p));
+  ll->qfree[large] = p;
+  ll->nqfree[large]++;
 }
 
 void wsuv__lua_qpool_free(wsuv_lloop_t *ll) {
-  while (ll->qfree) {
-    uint8_t *p = ll->qfree;
-    memcpy(&ll->qfree, p, sizeof(p));
-    free(p);
+  for (int large = 0; large < 2; large++) {
+    uint8_t *p;
+    while ((p = qbuf_take(ll, large)))
+      free(p);
   }
-  ll->nqfree = 0;
 }
 
 /* Appends a record of payload bytes data[0..len) inline, or with data NULL
@@ -171,11 +179,18 @@ static int queue_push(wsuv_lconn_t *b, int flags, const uint8_t *data,
                       uint32_t len) {
   uint32_t need = (uint32_t)sizeof(wsuv_qrec_t) + (data ? len : 0);
   if (!b->q) {
-    uint32_t cap = QBUF_SIZE;
-    while (cap < need)
-      cap *= 2;
-    b->q = cap == QBUF_SIZE ? qbuf_get(b->ll) : malloc(cap);
-    if (!b->q) return -1;
+    uint32_t cap = QBUF_LARGE;
+    b->q = need <= cap ? qbuf_take(b->ll, 1) : NULL;
+    if (!b->q) {
+      cap = QBUF_SMALL;
+      b->q = need <= cap ? qbuf_take(b->ll, 0) : NULL;
+    }
+    if (!b->q) {
+      while (cap < need)
+        cap *= 2;
+      b->q = malloc(cap);
+      if (!b->q) return -1;
+    }
     b->qcap = cap;
     b->qhead = b->qtail = 0;
   } else if (b->qcap - b->qtail < need) {

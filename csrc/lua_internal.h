@@ -24,8 +24,8 @@ typedef struct {
   size_t nqueued;  /* messages in it */
   int *free_slots; /* freed slots below inbox_top */
   size_t nfree, free_cap;
-  uint8_t *qfree; /* spare message FIFOs (see wsuv_lconn_t.q), linked */
-  size_t nqfree;
+  uint8_t *qfree[2]; /* spare message FIFOs, small and large, linked */
+  size_t nqfree[2];  /* (see queue_push in lua_conn.c) */
   struct wsuv_bcache_s *bcache; /* lua_alloc.c, once installed */
   size_t bcache_limit;          /* bytes; 0: no block cache */
 } wsuv_lloop_t;
