@@ -216,11 +216,10 @@ static int queue_push(wsuv_lconn_t *b, int flags, const uint8_t *data,
   memcpy(b->q + b->qtail, &r, sizeof(r));
   if (data) memcpy(b->q + b->qtail + sizeof(r), data, len);
   b->qtail += need;
-  b->qlen++;
   return 0;
 }
 
-/* Removes the oldest record (qlen must be > 0); pushes its message unless
+/* Removes the oldest record (b->q must be set); pushes its message unless
  * L is NULL, and sets *len to its length. Its flags. */
 static int queue_pop(lua_State *L, wsuv_lconn_t *b, size_t *len) {
   wsuv_lloop_t *ll = b->ll;
@@ -242,7 +241,7 @@ static int queue_pop(lua_State *L, wsuv_lconn_t *b, size_t *len) {
     slot_free(L, ll, (int)r.n);
   }
   b->qhead += size;
-  if (--b->qlen == 0) {
+  if (b->qhead == b->qtail) { /* emptied: an idle connection holds none */
     qbuf_put(ll, b->q, b->qcap);
     b->q = NULL;
   }
@@ -404,7 +403,7 @@ static int push_closed(lua_State *L, wsuv_lconn_t *b) {
 /* What try_receive returns, without "again": the number of values pushed,
  * or 0 when nothing has arrived and the connection is open. */
 static int receive_now(lua_State *L, wsuv_lconn_t *b) {
-  if (b->qlen) {
+  if (b->q) {
     size_t len;
     int flags = queue_pop(L, b, &len);
     if (b->c) wsuv__consumed(b->c, len);
@@ -729,7 +728,7 @@ static int l_conn_abort(lua_State *L) {
 static int l_conn_gc(lua_State *L) {
   wsuv_lconn_t *b = luaL_checkudata(L, 1, WSUV_CONN_MT);
   if (b->c) return 0; /* Anchored while open; cannot happen. */
-  while (b->qlen) {   /* messages nobody took */
+  while (b->q) {      /* messages nobody took */
     size_t len;
     if (b->ll->closed) {
       queue_pop(NULL, b, &len);

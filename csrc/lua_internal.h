@@ -47,12 +47,12 @@ typedef struct {
   wsuv_lloop_t *ll;
   int anchor; /* registry ref to this userdata while c lives */
   /* Messages delivered and not yet taken, oldest first: records
-   * (wsuv_qrec_t) in a byte FIFO, from the first message until it empties.
+   * (wsuv_qrec_t) in a byte FIFO, from the first message until it empties
+   * (q is NULL when nothing waits).
    * A small message waits inline and becomes a Lua string when taken; a
    * large one waits in the inbox. */
   uint8_t *q;
   uint32_t qhead, qtail, qcap; /* bytes: q[qhead] is the oldest record */
-  uint32_t qlen;               /* messages */
   int close_code;              /* final code once known, else 0 */
   int close_reason;            /* registry ref of the reason string */
   int error;                   /* uv/WSUV code of a failure */

@@ -54,21 +54,31 @@ end
 -- Returns the next message and "text" or "binary" (and, for a streaming
 -- connection, whether it is the message's last chunk); nil, "timeout",
 -- "ETIMEDOUT"; or nil, "closed", code, reason once closed. receive(0) polls.
--- The waiting part of receive. A coroutine's stack is most of an idle
--- connection's memory, so the yield comes first in the loop, where only
--- three locals are live, and receive reaches this by a tail call.
+-- One wait of receive: for news on the connection or until deadline (nil:
+-- none). Returns nothing, or nil, "timeout", "ETIMEDOUT". On Lua 5.4 the C
+-- conn:receive calls it (csrc/lua_conn.c, receive_loop) and takes the
+-- message itself. A coroutine's stack is most of an idle connection's
+-- memory, so it yields from here (M.park) rather than in sched.wait.
+local function receive_wait(self, deadline)
+  if deadline == nil and park(self) then
+    yield(POLL)
+    return
+  end
+  local ok, err, code = sched.wait(self, deadline)
+  if not ok then
+    return nil, err, code
+  end
+end
+
+-- The waiting part of receive (Lua 5.1 and LuaJIT), reached by a tail call.
 local function wait_message(self, timeout, deadline)
   while true do
     if timeout == 0 then
       return nil, "timeout", "ETIMEDOUT"
     end
-    if deadline == nil and park(self) then
-      yield(POLL)
-    else
-      local ok, err, code = sched.wait(self, deadline)
-      if not ok then
-        return nil, err, code
-      end
+    local _, err, code = receive_wait(self, deadline)
+    if err then
+      return nil, err, code
     end
     local data, kind, a, b = try_receive(self)
     if kind ~= "again" then
@@ -206,20 +216,6 @@ function Conn:send(data, kind, opts)
     error("send: data must be a string, got " .. type(data), 2)
   end
   return send_finish(self, data, kind or "text", plain, ok, over, code)
-end
-
--- The wait of conn:receive on Lua 5.4 (csrc/lua_conn.c, receive_loop),
--- once: for news on the connection or until deadline (nil: none). Returns
--- nothing, or nil, "timeout", "ETIMEDOUT"; C then takes the message.
-local function receive_wait(self, deadline)
-  if deadline == nil and park(self) then
-    yield(POLL)
-    return
-  end
-  local ok, err, code = sched.wait(self, deadline)
-  if not ok then
-    return nil, err, code
-  end
 end
 
 -- Lua 5.4: send and receive are C methods, one call per message where
