@@ -534,6 +534,44 @@ static int l_conn_send(lua_State *L) {
   return 2;
 }
 
+/* conn:send's usual case on LuaJIT, called through the FFI by conn.lua
+ * (core._ffi_send points to a pointer to it). A compiled trace calls it
+ * with no Lua frame: called as a C function, a send that followed a
+ * receive made LuaJIT grow each handler's coroutine stack (440 bytes), and
+ * each message left the trace to call it. box is the connection's
+ * userdata payload (conn.lua checks its metatable first), data a Lua
+ * string's bytes. It does only what needs no Lua state: a text or binary
+ * message with no options, not pinned (see queue_frame), not compressed.
+ * Returns 0: queued, the queue under high_water; 1: queued, over it; -1:
+ * not for this path (conn.lua goes the usual way); else the WSUV error of
+ * the send, which changed nothing (see send_begin). */
+static int ffi_send(void *box, const char *data, size_t len, int binary) {
+  wsuv_lconn_t *b = box;
+  wsuv_tconn_t *c = b->c;
+  if (!c || c->ws.pmd || (len >= 4096 && b->role == WSUV_ROLE_SERVER) ||
+      (!binary && !wsuv_utf8_valid((const uint8_t *)data, len)))
+    return -1;
+  int err = wsuv__send(c, binary ? WSUV_OP_BINARY : WSUV_OP_TEXT, WSUV_FIN,
+                       (const uint8_t *)data, len, NULL, 0);
+  if (err) return err;
+  if (c->queued <= c->lim->high_water) return 0;
+  c->drain_wanted = WSUV_DRAIN_HIGH;
+  return 1;
+}
+
+static int (*const ffi_send_ptr)(void *, const char *, size_t, int) = ffi_send;
+
+/* conn:_send_failed(err) -> nil, msg, code: what conn:send returns for the
+ * WSUV error err of a send (ffi_send's). */
+static int l_conn_send_failed(lua_State *L) {
+  check_conn(L);
+  return send_error(L, (int)luaL_checkinteger(L, 2));
+}
+
+void wsuv__lua_push_ffi_send(lua_State *L) {
+  lua_pushlightuserdata(L, (void *)&ffi_send_ptr);
+}
+
 #if LUA_VERSION_NUM >= 504
 /* The upvalues of conn:send and conn:receive below, after the strings of
  * every method: conn.lua's send_finish or receive_wait, and the scheduler
@@ -1395,6 +1433,7 @@ static int l_conn_tls_info(lua_State *L) {
 
 static const luaL_Reg conn_methods[] = {{"try_receive", l_conn_try_receive},
                                         {"send_frame", l_conn_send},
+                                        {"_send_failed", l_conn_send_failed},
                                         {"queued", l_conn_queued},
                                         {"flush", l_conn_flush},
                                         {"start_close", l_conn_close},

@@ -95,6 +95,8 @@ wsuv_lconn_t *wsuv__lua_new_conn(lua_State *L, wsuv_lloop_t *ll,
 int wsuv__lua_connect(lua_State *L);
 int wsuv__lua_listen(lua_State *L);
 int wsuv__lua_parse_request(lua_State *L);
+/* Pushes core._ffi_send (lua_conn.c, ffi_send). */
+void wsuv__lua_push_ffi_send(lua_State *L);
 #if LUA_VERSION_NUM >= 504
 int wsuv__lua_fast_methods(lua_State *L);
 #endif

@@ -393,6 +393,8 @@ int luaopen_wsuv_core(lua_State *L) {
   WSUV_ERRNO_MAP(WSUV_XX)
 #undef WSUV_XX
   lua_setfield(L, -2, "errors");
+  wsuv__lua_push_ffi_send(L);
+  lua_setfield(L, -2, "_ffi_send");
   lua_pushliteral(L, "0.1.0");
   lua_setfield(L, -2, "version");
   return 1;

@@ -22,6 +22,7 @@ local now = core.now
 -- through the userdata's metatable on every message.
 local try_receive, send_frame = Conn.try_receive, Conn.send_frame
 local park, yield, POLL = sched.park, coroutine.yield, sched.POLL
+local running = coroutine.running
 
 local url = require "wsuv.url"
 
@@ -60,7 +61,7 @@ end
 -- message itself. A coroutine's stack is most of an idle connection's
 -- memory, so it yields from here (M.park) rather than in sched.wait.
 local function receive_wait(self, deadline)
-  if deadline == nil and park(self) then
+  if deadline == nil and park(self, running()) then
     yield(POLL)
     return
   end
@@ -71,14 +72,24 @@ local function receive_wait(self, deadline)
 end
 
 -- The waiting part of receive (Lua 5.1 and LuaJIT), reached by a tail call.
+-- It parks and yields from its own frame, not through receive_wait: LuaJIT
+-- grows a coroutine's stack from 47 slots to 102 (440 bytes more per idle
+-- connection) for a C call whose arguments end more than 15 slots above
+-- the coroutine's first frame, or 12 when a compiled trace calls it (the
+-- trace stitches in a 3-slot frame). Under receive_wait, the bench echo
+-- handler's coroutine.running sat at 16; here it sits at 11.
 local function wait_message(self, timeout, deadline)
   while true do
     if timeout == 0 then
       return nil, "timeout", "ETIMEDOUT"
     end
-    local _, err, code = receive_wait(self, deadline)
-    if err then
-      return nil, err, code
+    if deadline == nil and park(self, running()) then
+      yield(POLL)
+    else
+      local ok, err, code = sched.wait(self, deadline)
+      if not ok then
+        return nil, err, code
+      end
     end
     local data, kind, a, b = try_receive(self)
     if kind ~= "again" then
@@ -224,6 +235,32 @@ end
 -- LuaJIT keep the Lua methods: C there cannot call Lua code that yields.
 if core._fast_methods then
   Conn.send, Conn.receive = core._fast_methods(send_finish, receive_wait, sched)
+end
+
+-- LuaJIT: the usual message goes through the FFI (csrc/lua_conn.c,
+-- ffi_send), which a compiled trace calls with no Lua frame: as a C
+-- function, send_frame sat above the 12 slots wait_message describes, and
+-- each message left the trace to call it. Anything else (options, a
+-- refusal to wait on, a large or compressed message) goes the Lua way.
+local has_ffi, ffi = pcall(require, "ffi")
+if rawget(_G, "jit") and has_ffi and core._ffi_send then
+  local ffi_send = ffi.cast("int (**)(void *, const char *, size_t, int)", core._ffi_send)[0]
+  local conn_mt, send_lua, send_failed = core.conn_metatable, Conn.send, Conn._send_failed
+  function Conn:send(data, kind, opts)
+    if opts == nil and type(data) == "string" and getmetatable(self) == conn_mt
+      and (kind == nil or kind == "text" or kind == "binary") then
+      local r = ffi_send(self, data, #data, kind == "binary" and 1 or 0)
+      if r == 0 and sched.current then
+        return true -- the usual case: the loop writes when the coroutine yields
+      elseif r == 0 or r == 1 then
+        return after_send(self, r == 1)
+      elseif r ~= -1 then
+        local _, err, code = send_failed(self, r)
+        return send_finish(self, data, kind or "text", false, nil, err, code)
+      end
+    end
+    return send_lua(self, data, kind, opts)
+  end
 end
 
 -- Streaming send: w = conn:writer([kind[, opts]]); w:write(chunk) ...;

@@ -39,7 +39,6 @@ local watchers = setmetatable({}, { __mode = "k" })
 -- with its object leaves it high, which only costs that lookup.
 local nwatched = 0
 local touched = {} -- owners to drive at the end of this pass (M.touch)
-local running = coroutine.running
 local sleepers = {} -- tokens with a deadline, unsorted
 local runnable = {} -- { co, args } to start or continue
 local notified = {} -- Lua objects with news (see M.notify)
@@ -341,15 +340,18 @@ local function enlist(co, obj, token)
 end
 
 -- The yield of a wait without a deadline, split in two so that the caller
--- yields from its own frame: if M.park(obj) is true, the caller must
--- coroutine.yield(M.POLL) next. An idle connection's handler then waits
--- one frame shallower (a coroutine's stack is most of its memory).
+-- yields from its own frame: if M.park(obj, coroutine.running()) is true,
+-- the caller must coroutine.yield(M.POLL) next. An idle connection's
+-- handler then waits one frame shallower (a coroutine's stack is most of
+-- its memory). The caller passes the running coroutine: called from
+-- park's frame, coroutine.running (a C function) would sit deep enough to
+-- make LuaJIT grow a new coroutine's stack (see conn.lua, wait_message).
 M.POLL = POLL
-function M.park(obj)
+function M.park(obj, running_co)
   -- in_scheduler()'s usual case inlined: this runs for every message
   -- that finds its connection's queue empty.
   local co = current
-  if co == nil or (co ~= running() and not M.in_scheduler()) then
+  if co == nil or (co ~= running_co and not M.in_scheduler()) then
     return false
   end
   local p = parked[obj]
