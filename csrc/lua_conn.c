@@ -542,12 +542,16 @@ static int l_conn_send(lua_State *L) {
  * userdata payload (conn.lua checks its metatable first), data a Lua
  * string's bytes. It does only what needs no Lua state: a text or binary
  * message with no options, not pinned (see queue_frame), not compressed.
+ * n is the length, or -1 - the length for binary: three arguments, because
+ * an interpreted FFI call sits one slot higher than a C function's.
  * Returns 0: queued, the queue under high_water; 1: queued, over it; -1:
  * not for this path (conn.lua goes the usual way); else the WSUV error of
  * the send, which changed nothing (see send_begin). */
-static int ffi_send(void *box, const char *data, size_t len, int binary) {
+static int ffi_send(void *box, const char *data, ptrdiff_t n) {
   wsuv_lconn_t *b = box;
   wsuv_tconn_t *c = b->c;
+  int binary = n < 0;
+  size_t len = (size_t)(binary ? -1 - n : n);
   if (!c || c->ws.pmd || (len >= 4096 && b->role == WSUV_ROLE_SERVER) ||
       (!binary && !wsuv_utf8_valid((const uint8_t *)data, len)))
     return -1;
@@ -559,7 +563,7 @@ static int ffi_send(void *box, const char *data, size_t len, int binary) {
   return 1;
 }
 
-static int (*const ffi_send_ptr)(void *, const char *, size_t, int) = ffi_send;
+static int (*const ffi_send_ptr)(void *, const char *, ptrdiff_t) = ffi_send;
 
 /* conn:_send_failed(err) -> nil, msg, code: what conn:send returns for the
  * WSUV error err of a send (ffi_send's). */

@@ -244,12 +244,12 @@ end
 -- refusal to wait on, a large or compressed message) goes the Lua way.
 local has_ffi, ffi = pcall(require, "ffi")
 if rawget(_G, "jit") and has_ffi and core._ffi_send then
-  local ffi_send = ffi.cast("int (**)(void *, const char *, size_t, int)", core._ffi_send)[0]
+  local ffi_send = ffi.cast("int (**)(void *, const char *, ptrdiff_t)", core._ffi_send)[0]
   local conn_mt, send_lua, send_failed = core.conn_metatable, Conn.send, Conn._send_failed
   function Conn:send(data, kind, opts)
     if opts == nil and type(data) == "string" and getmetatable(self) == conn_mt
       and (kind == nil or kind == "text" or kind == "binary") then
-      local r = ffi_send(self, data, #data, kind == "binary" and 1 or 0)
+      local r = ffi_send(self, data, kind == "binary" and -1 - #data or #data)
       if r == 0 and sched.current then
         return true -- the usual case: the loop writes when the coroutine yields
       elseif r == 0 or r == 1 then
