@@ -437,12 +437,6 @@ function M.spawn_guarded(guard, value, fn, ...)
   return co
 end
 
--- Sets the guard of the running (owned) coroutine; see spawn_guarded.
-function M.guard(guard, value)
-  owned[current] = guard
-  guard_values[current] = value
-end
-
 -- Event delivery without a coroutine per object (a server's on_message):
 -- after M.watch(obj, owner), each pass that finds news on obj calls
 -- owner:news(obj) outside any coroutine, whoever waits on obj. An owner

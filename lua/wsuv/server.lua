@@ -4,9 +4,9 @@
 -- * C parses and validates the request; every decision (path, origin,
 --   subprotocol, authentication, plain HTTP answers) is Lua, run in its own
 --   coroutine per request so a check may wait on another service.
--- * One coroutine per connection: on_connect(conn) runs in the coroutine
---   that decided its request (on Lua 5.4 in a fresh one, see handle), and
---   the connection is closed when it returns.
+-- * One coroutine per connection: on_connect(conn) runs in a fresh one,
+--   not in the one that decided its request (see handle), and the
+--   connection is closed when it returns.
 -- * broadcast encodes once and pins the payload once for every receiver.
 -- * close() is graceful and bounded: 1001 to every client, then wait.
 local core = require "wsuv.core"
@@ -274,14 +274,13 @@ local function decide(self, c)
   return c:accept(protocol, nil, opts.response_headers)
 end
 
--- Where a handler runs. Lua 5.4 never shrinks a coroutine's stack below
--- 3x what is in use, so a handler in the coroutine that decided (hooks, C
--- calls) keeps 1,360 bytes of stack per idle connection instead of 720:
--- there each handler gets a fresh coroutine, and deciders are pooled so a
--- handshake still creates one. 5.1 and LuaJIT shrink stacks, and measured
--- about 430 bytes more per idle connection with a fresh coroutine: there
--- the coroutine that decided runs the handler.
-local FRESH_HANDLER = _VERSION == "Lua 5.4"
+-- Where a handler runs: in a fresh coroutine, not in the one that decided
+-- (hooks, C calls), whose stack the deciding left grown. Lua 5.4 never
+-- shrinks a stack below 3x what is in use, nor Lua 5.1 one of 85 slots:
+-- per idle connection that kept 1,360 bytes of stack instead of 720 on
+-- 5.4, and cost 3,779-3,807 bytes in all against 2,960-2,980 on 5.1.
+-- (LuaJIT measures the same either way.) Deciders are pooled, so a
+-- handshake still creates one coroutine.
 
 local function handle(self, c)
   if not decide(self, c) then
@@ -293,22 +292,17 @@ local function handle(self, c)
   if self.opts.on_connect then
     -- No xpcall under the handler: the guard reports an error and closes
     -- the connection once the coroutine has ended.
-    if FRESH_HANDLER then
-      sched.spawn_guarded(handler_done, c, self.opts.on_connect, c)
-      return
-    end
-    sched.guard(handler_done, c)
-    return self.opts.on_connect(c)
+    sched.spawn_guarded(handler_done, c, self.opts.on_connect, c)
+    return
   end
   local q = self.accepted
   q[#q + 1] = c
   sched.notify(self)
 end
 
--- (Lua 5.4, and on_message servers on every version) A decider takes
--- accepted connections from self.pending one at a time, decides each and
--- starts its handler; idle deciders wait for more, so a handshake creates
--- one coroutine (the handler's, none with on_message).
+-- A decider takes accepted connections from self.pending one at a time,
+-- decides each and starts its handler; idle deciders wait for more, so a
+-- handshake creates one coroutine (the handler's, none with on_message).
 -- * self.pending is a queue (new_queue): table.remove(t, 1) moved the whole
 --   array per handshake.
 -- * self.free counts deciders that will take from the queue without being
@@ -360,12 +354,8 @@ local function acceptor(self)
   while not s:closed() do
     local c = s:try_accept()
     if c then
-      if not self.pooled then
-        sched.spawn(handle, self, c)
-      else
-        push(self.pending, c)
-        call_decider(self)
-      end
+      push(self.pending, c)
+      call_decider(self)
     else
       sched.wait(s)
     end
@@ -398,7 +388,6 @@ function M.listen(opts)
   end
   local self = setmetatable({ _s = s, opts = opts, accepted = {} }, Server)
   self.pending, self.free = new_queue(), 0
-  self.pooled = FRESH_HANDLER or opts.on_message ~= nil
   if opts.on_message then
     self.evq = new_queue()
     self.queued = setmetatable({}, { __mode = "k" }) -- conn -> queued or served
