@@ -491,6 +491,14 @@ static int send_error(lua_State *L, int err) {
   return wsuv__lua_push_error(L, err, NULL);
 }
 
+/* After a frame went into c's queue: whether the queue is now above
+ * high_water; then the connection becomes ready when it drains below. */
+static int over_high_water(wsuv_tconn_t *c) {
+  if (c->queued <= c->lim->high_water) return 0;
+  c->drain_wanted = WSUV_DRAIN_HIGH;
+  return 1;
+}
+
 /* Queues the string at idx as one frame: 0, or a WSUV error. *over: the
  * queue is now above high_water (and the connection becomes ready when it
  * drains below). */
@@ -503,14 +511,13 @@ static int queue_frame(lua_State *L, wsuv_lconn_t *b, int idx, unsigned opcode,
       !wsuv_utf8_valid((const uint8_t *)data, len))
     return luaL_argerror(L, idx, "text is not valid UTF-8");
   lpin_t *pin = NULL;
-  if (b->role == WSUV_ROLE_SERVER && len >= 4096)
+  if (b->role == WSUV_ROLE_SERVER && len >= WSUV_PIN_MIN)
     pin = pin_string(L, b->ll, idx);
   int err = wsuv__send(b->c, opcode, fin ? WSUV_FIN : 0, (const uint8_t *)data,
                        len, pin ? &pin->base : NULL, plain);
   pin_drop(pin);
   if (err) return err;
-  *over = b->c->queued > b->c->lim->high_water;
-  if (*over) b->c->drain_wanted = WSUV_DRAIN_HIGH;
+  *over = over_high_water(b->c);
   return 0;
 }
 
@@ -541,26 +548,25 @@ static int l_conn_send(lua_State *L) {
  * each message left the trace to call it. box is the connection's
  * userdata payload (conn.lua checks its metatable first), data a Lua
  * string's bytes. It does only what needs no Lua state: a text or binary
- * message with no options, not pinned (see queue_frame), not compressed.
+ * message with no options, not pinned (see queue_frame); wsuv__send
+ * compresses it as for any other send.
  * n is the length, or -1 - the length for binary: three arguments, because
  * an interpreted FFI call sits one slot higher than a C function's.
  * Returns 0: queued, the queue under high_water; 1: queued, over it; -1:
  * not for this path (conn.lua goes the usual way); else the WSUV error of
- * the send, which changed nothing (see send_begin). */
+ * the send (conn.lua sends again only after WSUV_EBUFFULL, which
+ * send_begin returns before anything changed). */
 static int ffi_send(void *box, const char *data, ptrdiff_t n) {
   wsuv_lconn_t *b = box;
   wsuv_tconn_t *c = b->c;
   int binary = n < 0;
   size_t len = (size_t)(binary ? -1 - n : n);
-  if (!c || c->ws.pmd || (len >= 4096 && b->role == WSUV_ROLE_SERVER) ||
+  if (!c || (len >= WSUV_PIN_MIN && b->role == WSUV_ROLE_SERVER) ||
       (!binary && !wsuv_utf8_valid((const uint8_t *)data, len)))
     return -1;
   int err = wsuv__send(c, binary ? WSUV_OP_BINARY : WSUV_OP_TEXT, WSUV_FIN,
                        (const uint8_t *)data, len, NULL, 0);
-  if (err) return err;
-  if (c->queued <= c->lim->high_water) return 0;
-  c->drain_wanted = WSUV_DRAIN_HIGH;
-  return 1;
+  return err ? err : over_high_water(c);
 }
 
 static int (*const ffi_send_ptr)(void *, const char *, ptrdiff_t) = ffi_send;
@@ -1340,7 +1346,7 @@ static int l_server_broadcast(lua_State *L) {
     lua_pushinteger(L, 0);
     return 2;
   }
-  lpin_t *pin = len >= 4096 ? pin_string(L, b->ll, 2) : NULL;
+  lpin_t *pin = len >= WSUV_PIN_MIN ? pin_string(L, b->ll, 2) : NULL;
   /* One encoding for every receiver: broadcasts are never compressed. */
   wsuv_shared_frame_t f;
   int err = wsuv__share_frame(&b->ll->loop, opcode, (const uint8_t *)data, len,

@@ -14,7 +14,6 @@
 #include "uv_internal.h"
 
 #define MAX_HEADERS WSUV_DEFAULT_MAX_HEADERS
-#define PIN_MIN     4096 /* below this, copying beats pinning */
 #define OUT_SMALL   256  /* output buffers of these sizes are recycled: */
 #define OUT_POOLED  2048 /* a pass's small replies need no more */
 #define SPARE_MAX   256  /* ... at most this many of each per loop */
@@ -693,7 +692,7 @@ int wsuv__send(wsuv_tconn_t *c, unsigned opcode, unsigned flags,
   uint8_t hdr[WSUV_MAX_FRAME_HEADER], key[4];
   ssize_t h = wsuv_conn_build_header(&c->ws, hdr, opcode, flags, len, key);
   if (h < 0) return (int)h;
-  if (pin && len >= PIN_MIN && c->role == WSUV_ROLE_SERVER) {
+  if (pin && len >= WSUV_PIN_MIN && c->role == WSUV_ROLE_SERVER) {
     err = out_append(c, hdr, (size_t)h); /* the payload stays in place */
     if (!err) {
       c->queued += len;
@@ -749,7 +748,7 @@ void wsuv__arena_trim(wsuv_loop_t *l) {
 
 int wsuv__share_frame(wsuv_loop_t *l, unsigned opcode, const uint8_t *data,
                       size_t len, wsuv_pin_t *pin, wsuv_shared_frame_t *f) {
-  int separate = pin && len >= PIN_MIN;
+  int separate = pin && len >= WSUV_PIN_MIN;
   size_t need = WSUV_MAX_FRAME_HEADER + (separate ? 0 : len);
   arena_t *a = l->arena;
   if (a && a->base.refs == 1) a->len = 0; /* no write holds it */

@@ -20,6 +20,10 @@
  * at or below high_water, or empty (room for any frame under max_queued).
  * With both wanted, the lower value wins: an early wake is rechecked. */
 enum { WSUV_DRAIN_HIGH = 1, WSUV_DRAIN_EMPTY = 2 };
+/* A server's payload of this many bytes or more is written from where it
+ * is (a pin) rather than copied into the output queue: below it, copying
+ * beats pinning. */
+#define WSUV_PIN_MIN 4096
 
 typedef struct wsuv_loop_s wsuv_loop_t;
 typedef struct wsuv_tconn_s wsuv_tconn_t;

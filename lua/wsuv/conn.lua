@@ -241,7 +241,7 @@ end
 -- ffi_send), which a compiled trace calls with no Lua frame: as a C
 -- function, send_frame sat above the 12 slots wait_message describes, and
 -- each message left the trace to call it. Anything else (options, a
--- refusal to wait on, a large or compressed message) goes the Lua way.
+-- refusal to wait on, a large message a server pins) goes the Lua way.
 -- With the JIT off (`luajit -joff`, iOS) the FFI call is interpreted and
 -- costs 8% of (2), but the Lua way's send_frame sits high enough there to
 -- grow the stack on the first echo (2,686 bytes per idle connection against
