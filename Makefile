@@ -94,7 +94,7 @@ help:
 	@echo "  fuzz-smoke    run each fuzz target FUZZ_SECONDS=$(FUZZ_SECONDS) on a copy of its corpus"
 	@echo "  bench         wsuv against node ws, python websockets, lua-http and raw"
 	@echo "                TCP echoes in Lua and C, 3 repeats (bench/run; about 14 minutes)"
-	@echo "  bench-quick   the same, 1 repeat, short and smaller (about 90 s)"
+	@echo "  bench-quick   the same, 1 repeat, short and smaller (about 2 minutes)"
 	@echo "  bench-deps    install the peers only the benchmarks need (bench/deps)"
 	@echo "  bench-core    core micro-benchmarks (bench/bench_core.c)"
 	@echo "  bench-transport  wss:// and permessage-deflate against plain ws:// (QUICK=1: short)"
