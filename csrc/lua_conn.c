@@ -511,8 +511,7 @@ static int queue_frame(lua_State *L, wsuv_lconn_t *b, int idx, unsigned opcode,
       !wsuv_utf8_valid((const uint8_t *)data, len))
     return luaL_argerror(L, idx, "text is not valid UTF-8");
   lpin_t *pin = NULL;
-  if (b->role == WSUV_ROLE_SERVER && len >= WSUV_PIN_MIN)
-    pin = pin_string(L, b->ll, idx);
+  if (wsuv__pins(b->c, len)) pin = pin_string(L, b->ll, idx);
   int err = wsuv__send(b->c, opcode, fin ? WSUV_FIN : 0, (const uint8_t *)data,
                        len, pin ? &pin->base : NULL, plain);
   pin_drop(pin);
@@ -561,7 +560,7 @@ static int ffi_send(void *box, const char *data, ptrdiff_t n) {
   wsuv_tconn_t *c = b->c;
   int binary = n < 0;
   size_t len = (size_t)(binary ? -1 - n : n);
-  if (!c || (len >= WSUV_PIN_MIN && b->role == WSUV_ROLE_SERVER) ||
+  if (!c || wsuv__pins(c, len) ||
       (!binary && !wsuv_utf8_valid((const uint8_t *)data, len)))
     return -1;
   int err = wsuv__send(c, binary ? WSUV_OP_BINARY : WSUV_OP_TEXT, WSUV_FIN,

@@ -692,7 +692,7 @@ int wsuv__send(wsuv_tconn_t *c, unsigned opcode, unsigned flags,
   uint8_t hdr[WSUV_MAX_FRAME_HEADER], key[4];
   ssize_t h = wsuv_conn_build_header(&c->ws, hdr, opcode, flags, len, key);
   if (h < 0) return (int)h;
-  if (pin && len >= WSUV_PIN_MIN && c->role == WSUV_ROLE_SERVER) {
+  if (pin && wsuv__pins(c, len)) {
     err = out_append(c, hdr, (size_t)h); /* the payload stays in place */
     if (!err) {
       c->queued += len;

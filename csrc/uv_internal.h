@@ -179,6 +179,12 @@ struct wsuv_tconn_s {
   uint64_t last_recv, last_activity, ping_sent;
 };
 
+/* Whether wsuv__send writes a payload of len bytes on c from where it is
+ * (given a pin) rather than copying it: callers make a pin only then. */
+static inline int wsuv__pins(const wsuv_tconn_t *c, size_t len) {
+  return c->role == WSUV_ROLE_SERVER && len >= WSUV_PIN_MIN;
+}
+
 /* TLS options. Files are PEM; ca is a file or an OpenSSL hashed directory. */
 typedef struct {
   const char *cert, *key; /* our certificate chain and key (key: or cert) */
