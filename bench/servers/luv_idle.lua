@@ -23,7 +23,10 @@ assert(server:bind("127.0.0.1", tonumber(arg and arg[1]) or 0))
 local yield = coroutine.yield
 
 -- Reads the request head; returns its Sec-WebSocket-Key, or nil once the
--- peer went away. The head is garbage once this returns.
+-- peer went away. The head is garbage once this returns. The answer is
+-- written from the handler's frame, not from here: a C call one frame
+-- deeper grows the coroutine's stack for good (measured, 10,000 idle
+-- connections: 90-150 bytes more per connection on Lua 5.4 and LuaJIT).
 local function read_key()
   local head = ""
   while not head:find("\r\n\r\n", 1, true) do
