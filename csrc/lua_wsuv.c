@@ -3,6 +3,7 @@
  * examples. C never yields and never calls Lua code: the loop reports which
  * objects have news (loop:ready()) and lua/wsuv/scheduler.lua resumes the
  * coroutines waiting on them. */
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -367,9 +368,25 @@ static const luaL_Reg functions[] = {{"run", l_run},
 #endif
                                      {NULL, NULL}};
 
+/* libuv writes with write(2), so a write to a peer that has reset raises
+ * SIGPIPE, whose default action ends the process: a wss:// peer that sent
+ * its close frame and reset killed the server as it wrote close_notify.
+ * Ignore it, as LuaSocket, Python and node do, unless the host has chosen
+ * a disposition of its own; the write then fails with EPIPE, which ends
+ * only that connection. */
+static void ignore_sigpipe(void) {
+  struct sigaction sa;
+  if (sigaction(SIGPIPE, NULL, &sa) != 0 || sa.sa_handler != SIG_DFL) return;
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = SIG_IGN;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGPIPE, &sa, NULL);
+}
+
 WSUV_EXTERN int luaopen_wsuv_core(lua_State *L);
 
 int luaopen_wsuv_core(lua_State *L) {
+  ignore_sigpipe();
   luaL_newmetatable(L, WSUV_LOOP_MT);
   lua_pushcfunction(L, l_loop_gc);
   lua_setfield(L, -2, "__gc");

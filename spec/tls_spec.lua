@@ -252,6 +252,19 @@ describe("wss://", function()
     assert.is_truthy(out:find("clean close_notify", 1, true), out)
   end)
 
+  -- In a child process: a SIGPIPE would end the process that serves.
+  it("survives peers that send a close frame and reset at once (no SIGPIPE)", function()
+    local child = H.start_server(("exec %s %schaos_server.lua --port 0 --cert %s --key %s"):format(
+      H.lua_interpreter(), H.PEERS, SERVER_TLS.cert, SERVER_TLS.key))
+    local rc, out = probe("close-reset", child.port)
+    local alive = os.execute("kill -0 " .. child.pid .. " 2>/dev/null")
+    local log = H.read_file(child.log) or ""
+    H.stop(child)
+    assert.is_true(alive == true or alive == 0, "the server died: " .. out .. "\n" .. log)
+    assert.are.equal(0, rc, out)
+    assert.is_truthy(out:find("echoes after 200", 1, true), out)
+  end)
+
   for _, case in ipairs({
     { "renegotiate", "refuses a TLS 1.2 renegotiation and keeps serving", "renegotiation refused" },
     { "tls11", "refuses TLS 1.1 and older, and keeps serving", "tls 1.1 refused" },

@@ -5,6 +5,11 @@
                                       server's close_notify before TCP EOF
   tls_probe.py renegotiate PORT CA    TLS 1.2 renegotiation must be refused
   tls_probe.py tls11 PORT CA          a TLS 1.1 client must be refused
+  tls_probe.py close-reset PORT CA    200 times, 8 side by side: WebSocket
+                                      handshake, a close frame, then TCP
+                                      closed or reset without waiting (the
+                                      server's reply and close_notify hit a
+                                      dead socket); then an echo must work
 
 Prints one result line and exits 0 when the server behaved, 1 otherwise.
 """
@@ -12,8 +17,11 @@ import base64
 import os
 import socket
 import ssl
+import struct
 import subprocess
 import sys
+import threading
+import time
 
 
 def ws_handshake(s):
@@ -65,6 +73,51 @@ def close_notify(port, ca):
     return 0
 
 
+def close_reset(port, ca):
+    ctx = ssl.create_default_context(cafile=ca)
+    gone = []
+
+    def peer(n):
+        for i in range(n):
+            try:
+                raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+                s = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+                ws_handshake(s)
+                s.sendall(frame(8, b"\x03\xe8"))
+            except (OSError, SystemExit) as e:
+                gone.append(str(e))
+                return
+            time.sleep(0.002 * (i % 3))  # the server may have read it, or not
+            if i % 2:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()
+
+    # Side by side, so that the server's replies are late for some of them.
+    threads = [threading.Thread(target=peer, args=(25,)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if gone:
+        print("the server is gone: %s" % gone[0])
+        return 1
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
+                        server_hostname="127.0.0.1")
+    data = ws_handshake(s)
+    s.sendall(frame(1, b"still there?"))
+    while len(data) < 14:
+        chunk = s.recv(4096)
+        if not chunk:
+            print("closed instead of echoing")
+            return 1
+        data += chunk
+    if data[2:14] != b"still there?":
+        print("echo differs: %r" % data)
+        return 1
+    print("echoes after 200 close-and-reset peers")
+    return 0
+
+
 def s_client(port, ca, args, stdin):
     p = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % port,
                         "-CAfile", ca] + args, input=stdin, capture_output=True,
@@ -93,4 +146,4 @@ def tls11(port, ca):
 if __name__ == "__main__":
     mode, port, ca = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     sys.exit({"close-notify": close_notify, "renegotiate": renegotiate,
-              "tls11": tls11}[mode](port, ca))
+              "tls11": tls11, "close-reset": close_reset}[mode](port, ca))
