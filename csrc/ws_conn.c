@@ -60,11 +60,17 @@ static int pmd_init(wsuv_conn_t *c, const wsuv_conn_config_t *cfg,
   P->stream = pc->stream != 0;
   /* RFC 7692 6: RSV1 marks a compressed message. */
   pc->rsv_allowed |= WSUV_RSV1;
-  /* max_message stays the parser's limit on the wire, checked at each frame
-   * header before any payload (so "too big" never depends on how the input
-   * was split); what comes out of the inflater gets the same limit. A
-   * compressed message larger than the limit on the wire is refused even if
-   * it would inflate under it: only incompressible data comes out larger. */
+  /* The parser checks the wire size at each frame header, before any
+   * payload (so "too big" never depends on how the input was split): plain
+   * messages against max_message itself, compressed ones against what a
+   * message of max_message bytes may take once deflated. Deflate stores
+   * incompressible data with 5 bytes per block, and fixed Huffman codes
+   * take up to 9 bits a byte: an eighth more, and a little, covers any
+   * encoder, so a peer's incompressible message of max_message bytes is not
+   * refused. What comes out of the inflater gets max_message exactly. */
+  uint64_t slack = P->max_message / 8 + 64;
+  pc->max_compressed =
+      P->max_message > UINT64_MAX - slack ? UINT64_MAX : P->max_message + slack;
   pc->stream = 1;
   c->pmd = P;
   return 0;

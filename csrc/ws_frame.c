@@ -73,7 +73,11 @@ void wsuv_parser_init(wsuv_parser_t *p, const wsuv_parser_config_t *cfg) {
   *p = (wsuv_parser_t){.state = ST_HEADER};
   if (cfg) p->cfg = *cfg;
   if (!p->cfg.max_message) p->cfg.max_message = WSUV_DEFAULT_MAX_MESSAGE;
-  if (!p->cfg.max_frame) p->cfg.max_frame = p->cfg.max_message;
+  if (!p->cfg.max_compressed) p->cfg.max_compressed = p->cfg.max_message;
+  if (!p->cfg.max_frame)
+    p->cfg.max_frame = p->cfg.max_compressed > p->cfg.max_message
+                           ? p->cfg.max_compressed
+                           : p->cfg.max_message;
 }
 
 static void buf_release(wsuv_parser_t *p) {
@@ -186,9 +190,11 @@ static int frame_check(const wsuv_parser_t *p) {
   if (!(f->opcode & 0x8u)) {
     /* RFC 6455 10.4: limit frame and message sizes; 7.4.1: 1009. Checked
      * on the 64-bit length, before anything is sized from it. */
-    uint64_t so_far = f->opcode == WSUV_OP_CONT ? p->msg_len : 0;
-    if (f->payload_len > p->cfg.max_frame ||
-        f->payload_len > p->cfg.max_message - so_far)
+    int cont = f->opcode == WSUV_OP_CONT;
+    uint64_t so_far = cont ? p->msg_len : 0;
+    int compressed = cont ? p->msg_compressed : (f->rsv & WSUV_RSV1) != 0;
+    uint64_t limit = compressed ? p->cfg.max_compressed : p->cfg.max_message;
+    if (f->payload_len > p->cfg.max_frame || f->payload_len > limit - so_far)
       return WSUV_ETOOBIG;
   }
   return 0;

@@ -1018,6 +1018,19 @@ describe("bombs and bad data against our server", function()
     end)
   end
 
+  -- Deflate stores incompressible data, 5 bytes more per block: such a
+  -- message of max_message bytes is over the limit on the wire, but not
+  -- inflated, which is what max_message limits.
+  it("an incompressible message of max_message bytes, longer deflated, is echoed", function()
+    local out, code = raw_client(limited.port, "incompressible")
+    local wire = tonumber(out:match("\nWIRE (%d+)"))
+    assert(wire and wire > MiB, out)
+    assert.truthy(out:find("\nMESSAGE binary %d " .. MiB .. " %x+ echo%-ok"), out)
+    assert.are.equal(1000, code, out)
+    out, code = raw_client(limited.port, "incompressible-over")
+    assert.are.equal(1009, code, out)
+  end)
+
   it("the same compressed frame is fine once negotiated", function()
     local out, code = raw_client(limited.port, "rsv1-plain", nil, 0.3)
     assert.truthy(out:find("\nMESSAGE text 1 35 ", 1, true), out)

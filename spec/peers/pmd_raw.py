@@ -3,7 +3,7 @@
 hand-made compressed frames, decompression bombs and broken negotiation.
 
   /usr/bin/python3 pmd_raw.py client PORT --attack MODE [--offer EXT]
-      [--path PATH] [--timeout SECS]
+      [--path PATH] [--timeout SECS] [--size N]
   /usr/bin/python3 pmd_raw.py server --port 0 --attack MODE
       [--extensions EXT] [--hold SECS] [--lifetime SECS]
 
@@ -40,6 +40,11 @@ Attack modes (in both roles):
                    text in two frames each ending with a sync flush; then
                    close 1000.  (server) echoes each message compressed (with
                    the window and context takeover that EXT agreed).
+  incompressible   (client) one binary message of --size random bytes
+                   (default 1 MiB), compressed: deflate stores it, so it
+                   takes more bytes on the wire than it has (printed as
+                   "WIRE <n>"); then close 1000
+  incompressible-over  the same with --size + 1 bytes
   bomb             one binary frame of ~1 MiB that inflates to --bomb-mib MiB
                    of zeros (default 1000)
   bomb-fragments   a binary message of --bomb-mib fragments, each ~1 KiB
@@ -69,7 +74,7 @@ import zlib
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 TAIL = b"\x00\x00\xff\xff"
-MODES = ["none", "echo", "bomb", "bomb-fragments", "corrupt", "truncated", "bad-utf8",
+MODES = ["none", "echo", "incompressible", "incompressible-over", "bomb", "bomb-fragments", "corrupt", "truncated", "bad-utf8",
          "rsv1-continuation", "rsv1-ping", "rsv1-plain"]
 ARGS = None
 
@@ -317,6 +322,14 @@ def run_client():
         frames += [f(1, a, fin=False, rsv1=True), f(0, b[:-4])]
         frames.append(f(8, struct.pack("!H", 1000)))
         expected = [text, text, binary, text, text, text]
+    elif ARGS.attack.startswith("incompressible"):
+        data = os.urandom(ARGS.size + (ARGS.attack == "incompressible-over"))
+        c = zlib.compressobj(6, zlib.DEFLATED, -max(9, cwb))
+        z = c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH)
+        out("WIRE %d" % (len(z) - 4))
+        frames = [frame(2, z[:-4], rsv1=True, masked=True),
+                  frame(8, struct.pack("!H", 1000), masked=True)]
+        expected = [data]
     else:
         frames = attack_frames(ARGS.attack, True, cwb)
     t0 = time.monotonic()
@@ -460,6 +473,7 @@ def main():
     c.add_argument("--offer", default="permessage-deflate")
     c.add_argument("--path", default="/")
     c.add_argument("--timeout", type=float, default=10)
+    c.add_argument("--size", type=int, default=1 << 20)
     srv = sub.add_parser("server")
     srv.add_argument("--port", type=int, default=0)
     srv.add_argument("--extensions", default="none")
