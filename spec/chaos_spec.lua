@@ -1,21 +1,24 @@
 -- spec/chaos_spec.lua: a randomised soak (spec/peers/chaos.py) against a
 -- wsuv echo server in a child process (spec/peers/chaos_server.lua, run by
--- this spec's interpreter), in both styles: good traffic fragmented and
--- sliced at random, protocol errors that must get their close codes,
--- sockets dropped or reset at any point, slow readers, bad HTTP. Afterwards
+-- this spec's interpreter), in both styles, over ws://, wss:// and with
+-- permessage-deflate: good traffic fragmented and sliced at random,
+-- protocol errors that must get their close codes, sockets dropped or reset
+-- at any point (TLS handshakes too), slow readers, bad HTTP. Afterwards
 -- no connection may be left open and the server's Lua heap must be back
 -- where it was after the first round.
 local H = require "spec.helper"
 
-local SECONDS = tonumber(os.getenv("WSUV_CHAOS_SECONDS") or "") or 4
+local SECONDS = tonumber(os.getenv("WSUV_CHAOS_SECONDS") or "") or 3
 local SEED = tonumber(os.getenv("WSUV_CHAOS_SEED") or "") or 6455
 
--- Runs chaos.py against a fresh server; returns its exit status and output.
-local function soak(style)
-  local server = H.start_server(("exec %s %schaos_server.lua --port 0 --style %s"):format(
-    H.lua_interpreter(), H.PEERS, style))
-  local cmd = "%s %schaos.py --port %d --seconds %s --rounds 2 --seed %d 2>&1; echo rc=$?"
-  local p = io.popen(cmd:format(H.PYTHON, H.PEERS, server.port, SECONDS, SEED))
+-- Runs chaos.py against a fresh server (extra: its options and chaos.py's
+-- for the transport); returns its exit status and output, whether the
+-- server was still alive, and its log.
+local function soak(style, server_args, client_args)
+  local server = H.start_server(("exec %s %schaos_server.lua --port 0 --style %s %s"):format(
+    H.lua_interpreter(), H.PEERS, style, server_args))
+  local cmd = "%s %schaos.py --port %d --seconds %s --rounds 2 --seed %d %s 2>&1; echo rc=$?"
+  local p = io.popen(cmd:format(H.PYTHON, H.PEERS, server.port, SECONDS, SEED, client_args))
   local out = p:read("*a")
   p:close()
   local alive = os.execute("kill -0 " .. server.pid .. " 2>/dev/null")
@@ -25,10 +28,19 @@ local function soak(style)
 end
 
 describe("chaos.py against a wsuv echo server", function()
-  for _, style in ipairs({ "connect", "events" }) do
-    it(style .. " style: every session as RFC 6455 says, nothing left behind", function()
-      local rc, out, alive, log = soak(style)
-      assert.is_true(alive, "the server died:\n" .. log)
+  local C = H.certs()
+  local tls = ("--cert %sserver.pem --key %sserver.key"):format(C, C)
+  for _, case in ipairs({
+    { "connect", "ws://", "", "" },
+    { "events", "ws://", "", "" },
+    { "connect", "wss:// with permessage-deflate", tls .. " --compression on", "--tls --deflate" },
+    { "events", "permessage-deflate", "--compression on", "--deflate" },
+  }) do
+    local style, transport, server_args, client_args = case[1], case[2], case[3], case[4]
+    local name = ("%s style, %s: every session as the RFCs say, nothing left behind")
+    it(name:format(style, transport), function()
+      local rc, out, alive, log = soak(style, server_args, client_args)
+      assert.is_true(alive, "the server died:\n" .. out .. "\n" .. log)
       local passed, failed = H.tap_counts(out)
       assert.are.equal(0, rc, out .. "\nserver log:\n" .. log)
       assert.are.equal(0, failed, out)

@@ -2,9 +2,11 @@
 """Randomised soak of an echo server (stdlib only, raw sockets).
 
   /usr/bin/python3 chaos.py --port N [--seconds S] [--workers W] [--seed X]
-      [--max-message N] [--rounds R] [--only NAME,...]
+      [--max-message N] [--rounds R] [--only NAME,...] [--tls] [--deflate]
 
-Targets spec/peers/chaos_server.lua on 127.0.0.1. W threads run sessions
+Targets spec/peers/chaos_server.lua on 127.0.0.1 (over wss:// with --tls;
+with --deflate, permessage-deflate must be agreed, most messages are sent
+compressed, and four compression errors join the violations). W threads run sessions
 back to back for S seconds per round; each session picks one behaviour:
 
   good       messages of random kind and size (up to max-message), split
@@ -18,7 +20,8 @@ back to back for S seconds per round; each session picks one behaviour:
              good messages come first, then a close frame with the code
              RFC 6455 requires (1002, 1007, 1009), then TCP end
   abrupt     the socket is closed or reset mid-request, mid-frame,
-             mid-message, or right after a close frame
+             mid-message, or right after a close frame (with --tls also
+             in, or instead of, the TLS handshake)
   slow       up to 200 messages written without reading, then read back:
              none may be lost or reordered
   http       garbage, a plain GET and an oversized head get 400, 404 and
@@ -35,10 +38,12 @@ import base64
 import hashlib
 import random
 import socket
+import ssl
 import struct
 import sys
 import threading
 import time
+import zlib
 
 TIMEOUT = 10.0
 
@@ -46,6 +51,10 @@ TIMEOUT = 10.0
 # file); no __pycache__ in the tree.
 sys.dont_write_bytecode = True
 from conformance import BIN, CLOSE, CONT, GUID, PING, PONG, TEXT, close_payload, frame  # noqa: E402
+
+
+TAIL = b"\x00\x00\xff\xff"  # RFC 7692: the end of a sync flush, not sent
+ARGS = None  # the command line: --tls and --deflate apply to every Conn
 
 
 class Fail(Exception):
@@ -82,12 +91,25 @@ def random_size(rng, max_message):
     return rng.randint(min(65536, max_message), max_message)
 
 
+def connect(port):
+    """A TCP socket to the server, wrapped in TLS with --tls (the server's
+    certificate is not checked: it is a throw-away one)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if ARGS.tls:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        sock = ctx.wrap_socket(sock)
+    return sock
+
+
 class Conn:
     def __init__(self, port, rng):
         self.rng = rng
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = connect(port)
         self.buf = b""
+        self.pmd = False  # permessage-deflate agreed
 
     def send(self, data, slices=True):
         """Writes data, in random slices when slices is set."""
@@ -109,6 +131,8 @@ class Conn:
             raise Fail("timed out waiting for the server")
         except ConnectionResetError:
             raise Fail("connection reset by the server")
+        except ssl.SSLEOFError:
+            chunk = b""  # TCP end without close_notify
         if not chunk:
             raise EOFError()
         self.buf += chunk
@@ -123,14 +147,35 @@ class Conn:
         key = base64.b64encode(self.rng.randbytes(16))
         req = (b"GET " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
-               b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
-        self.send(req)
+               b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n")
+        if ARGS.deflate:
+            req += b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+        self.send(req + b"\r\n")
         head = self.read_head()
         if not head.startswith(b"HTTP/1.1 101"):
             raise Fail("handshake answered " + repr(head[:40]))
         accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
         if b"sec-websocket-accept: " + accept.lower() not in head.lower():
             raise Fail("wrong Sec-WebSocket-Accept")
+        if ARGS.deflate:
+            ext = [line.split(b":", 1)[1].strip() for line in head.lower().split(b"\r\n")
+                   if line.startswith(b"sec-websocket-extensions:")]
+            if not ext or not ext[0].startswith(b"permessage-deflate"):
+                raise Fail("permessage-deflate not agreed: %r" % ext)
+            params = dict((p.split(b"=") + [b""])[:2] for p in
+                          (x.strip() for x in ext[0].split(b";")[1:]))
+            self.pmd = True
+            self.reset_out = b"client_no_context_takeover" in params
+            self.bits = int(params.get(b"client_max_window_bits") or 15)
+            self.deflater = zlib.compressobj(wbits=-self.bits)
+            self.inflater = zlib.decompressobj(wbits=-15)
+
+    def compress(self, payload):
+        """payload as the body of a compressed message (RSV1)."""
+        if self.reset_out:
+            self.deflater = zlib.compressobj(wbits=-self.bits)
+        z = self.deflater.compress(payload) + self.deflater.flush(zlib.Z_SYNC_FLUSH)
+        return z[:-4] if z.endswith(TAIL) else z
 
     def read_head(self):
         while b"\r\n\r\n" not in self.buf:
@@ -142,24 +187,28 @@ class Conn:
         return head
 
     def read_frame(self):
+        """fin, opcode, payload, compressed (RSV1, where permessage-deflate
+        allows it: the first frame of a data message)."""
         b0, b1 = self.read_exact(2)
         if b1 & 0x80:
             raise Fail("server frame is masked")
-        if b0 & 0x70:
+        opcode = b0 & 0x0F
+        rsv1 = bool(b0 & 0x40) and self.pmd and opcode in (TEXT, BIN)
+        if b0 & (0x30 if rsv1 else 0x70):
             raise Fail("server frame has RSV bits")
         n = b1 & 0x7F
         if n == 126:
             n = struct.unpack("!H", self.read_exact(2))[0]
         elif n == 127:
             n = struct.unpack("!Q", self.read_exact(8))[0]
-        return bool(b0 & 0x80), b0 & 0x0F, self.read_exact(n)
+        return bool(b0 & 0x80), opcode, self.read_exact(n), rsv1
 
     def read_message(self, pongs):
         """The next data message (opcode, payload), or ("close", code); pongs
         received on the way are appended to pongs."""
-        parts, op = [], None
+        parts, op, compressed = [], None, False
         while True:
-            fin, opcode, payload = self.read_frame()
+            fin, opcode, payload, rsv1 = self.read_frame()
             if opcode == PONG:
                 pongs.append(payload)
                 continue
@@ -174,12 +223,18 @@ class Conn:
             if op is None:
                 if opcode == CONT:
                     raise Fail("server continuation without a message")
-                op = opcode
+                op, compressed = opcode, rsv1
             elif opcode != CONT:
                 raise Fail("server interleaved a new message")
             parts.append(payload)
             if fin:
-                return op, b"".join(parts)
+                data = b"".join(parts)
+                if compressed:
+                    try:
+                        data = self.inflater.decompress(data + TAIL)
+                    except zlib.error as e:
+                        raise Fail("server's compressed message does not inflate: %s" % e)
+                return op, data
 
     def expect_end(self):
         """TCP end (EOF or reset) within TIMEOUT, ignoring any bytes."""
@@ -188,7 +243,7 @@ class Conn:
             try:
                 if not self.sock.recv(65536):
                     return
-            except ConnectionResetError:
+            except (ConnectionResetError, ssl.SSLError):
                 return
             except socket.timeout:
                 break
@@ -200,9 +255,13 @@ class Conn:
         self.sock.close()
 
 
-def message_frames(rng, op, payload, pings):
+def message_frames(conn, rng, op, payload, pings):
     """The frames of one message, fragmented at random, with pings (whose
-    payloads are appended to pings) between fragments."""
+    payloads are appended to pings) between fragments; compressed most of
+    the time where permessage-deflate was agreed."""
+    rsv = 0
+    if conn.pmd and rng.random() < 0.8:
+        payload, rsv = conn.compress(payload), 4
     cuts = sorted(rng.randint(0, len(payload)) for _ in range(rng.choice([0, 0, 1, 2, 5])))
     pieces, prev = [], 0
     for c in cuts + [len(payload)]:
@@ -210,7 +269,8 @@ def message_frames(rng, op, payload, pings):
         prev = c
     out = []
     for i, piece in enumerate(pieces):
-        out.append(frame(op if i == 0 else CONT, piece, fin=i == len(pieces) - 1))
+        out.append(frame(op if i == 0 else CONT, piece, fin=i == len(pieces) - 1,
+                         rsv=rsv if i == 0 else 0))
         if rng.random() < 0.15:
             p = rng.randbytes(rng.randint(0, 125))
             pings.append(p)
@@ -236,7 +296,7 @@ def exchange(conn, rng, count, max_message):
                         payload = payload[:-1]
             else:
                 op, payload = BIN, rng.randbytes(size)
-            conn.send(message_frames(rng, op, payload, pings))
+            conn.send(message_frames(conn, rng, op, payload, pings))
             pending.append((op, payload))
             sent_left -= 1
         op, payload = pending.pop(0)
@@ -248,7 +308,7 @@ def exchange(conn, rng, count, max_message):
                        % (op, len(payload), got[0], len(got[1])))
     # Pongs answer pings in order; the last ones may still be on the way.
     while len(pongs) < len(pings):
-        fin, opcode, payload = conn.read_frame()
+        fin, opcode, payload, _ = conn.read_frame()
         if opcode != PONG:
             raise Fail("expected a pong, got opcode %d" % opcode)
         pongs.append(payload)
@@ -273,15 +333,17 @@ def s_good(port, rng, max_message):
         c.sock.close()
 
 
-def violations(rng, max_message):
+def violations(conn, rng, max_message):
     """(name, bytes to send, accepted close codes)."""
     f = frame
+    rsv_op = rng.choice([TEXT, BIN, PING])
+    rsv_bad = [1, 2, 3, 5, 6, 7] if conn.pmd and rsv_op != PING else range(1, 8)
     bad_utf8 = rng.choice([b"\xc0\xaf", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xff", b"\xe2\x82"])
     ok_text = random_text(rng, rng.randint(0, 50))
     over = rng.randint(max_message + 1, max_message + 5000)
     return [
         ("unmasked frame", f(TEXT, b"hi", mask=False), [1002]),
-        ("RSV bits", f(rng.choice([TEXT, BIN, PING]), b"x", rsv=rng.randint(1, 7)), [1002]),
+        ("RSV bits", f(rsv_op, b"x", rsv=rng.choice(rsv_bad)), [1002]),
         ("reserved opcode", f(rng.choice([3, 4, 5, 6, 7, 11, 12, 13, 14, 15]), b"x"), [1002]),
         ("ping over 125 bytes", f(PING, b"p" * rng.randint(126, 300)), [1002]),
         ("fragmented ping", f(PING, b"p", fin=False) + f(CONT, b"q"), [1002]),
@@ -302,20 +364,28 @@ def violations(rng, max_message):
          [1009]),
         ("64-bit length with the top bit set",
          struct.pack("!BBQ", 0x82, 0xFF, 1 << 63) + b"\0\0\0\0", [1002, 1009]),
-    ]
+    ] + ([
+        ("RSV1 on a continuation", f(TEXT, b"a", fin=False) + f(CONT, b"b", rsv=4), [1002]),
+        ("compressed data that does not inflate", f(BIN, b"\xff\xff\xff\xff", rsv=4), [1007]),
+        ("compressed text that inflates to invalid UTF-8",
+         f(TEXT, conn.compress(ok_text + bad_utf8), rsv=4), [1007]),
+        ("compressed message that inflates over max_message",
+         f(BIN, conn.compress(b"\0" * over), rsv=4), [1009]),
+    ] if conn.pmd else [])
 
 
 def s_violation(port, rng, max_message):
-    name, data, codes = rng.choice(violations(rng, max_message))
     c = Conn(port, rng)
+    name = "handshake"
     try:
         c.handshake()
         n = rng.randint(0, 3)
         if n:
             exchange(c, rng, n, max_message)
+        name, data, codes = rng.choice(violations(c, rng, max_message))
         try:
             c.send(data)
-        except (BrokenPipeError, ConnectionResetError):
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
             pass  # the server may fail the connection before reading all of it
         try:
             got = c.read_message([])
@@ -331,9 +401,19 @@ def s_violation(port, rng, max_message):
 
 
 def s_abrupt(port, rng, max_message):
-    c = Conn(port, rng)
-    where = rng.choice(["request", "header", "payload", "message", "close"])
+    where = rng.choice(["request", "header", "payload", "message", "close"]
+                       + (["tls"] if ARGS.tls else []))
     reset = rng.random() < 0.5
+    if where == "tls":  # a TLS record cut short, or bytes that are not TLS
+        sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + rng.randbytes(100)
+        sock.sendall(hello[:rng.randint(1, len(hello))] if rng.random() < 0.7
+                     else rng.randbytes(rng.randint(1, 300)))
+        if reset:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+        return
+    c = Conn(port, rng)
     if where == "request":
         c.sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: webso"[:rng.randint(1, 40)])
         c.abort(reset)
@@ -406,7 +486,7 @@ BEHAVIOURS = [("good", s_good, 4), ("violation", s_violation, 3), ("abrupt", s_a
 
 
 def stats(port):
-    s = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    s = connect(port)
     s.sendall(b"GET /stats HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     data = b""
     while True:
@@ -474,7 +554,12 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--heap-slack-kb", type=int, default=256)
     ap.add_argument("--only", help="comma-separated behaviours to run (default: all)")
+    ap.add_argument("--tls", action="store_true", help="wss:// (the server's --cert and --key)")
+    ap.add_argument("--deflate", action="store_true",
+                    help="offer permessage-deflate (the server's --compression on): fail without")
     a = ap.parse_args()
+    global ARGS
+    ARGS = a
     behaviours = [b for b in BEHAVIOURS if not a.only or b[0] in a.only.split(",")]
     n, bad = 0, 0
     base = stats(a.port)

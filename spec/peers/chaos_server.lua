@@ -2,11 +2,13 @@
 -- hammers, in its own process so its memory can be read from outside.
 --
 --   lua chaos_server.lua [--port N] [--style connect|events]
---       [--max-message N] [--lifetime SECS]
+--       [--max-message N] [--compression SPEC] [--cert PEM --key PEM]
+--       [--lifetime SECS]
 --
 -- Prints "PORT <n>" once listening. Echoes every message, with the
 -- on_connect loop of examples/echo_server.lua, or with --style events the
--- on_message handler of examples/events_server.lua. A plain GET /stats is
+-- on_message handler of examples/events_server.lua; --compression as in
+-- wsuv_server.lua, --cert and --key for wss://. A plain GET /stats is
 -- answered with "connections <n> lua_kb <k> rss_kb <r> malloc_kb <m>": the
 -- connections still open besides this request, the Lua heap after a full
 -- collection, RSS, and on LuaJIT what malloc has in use, so the client can
@@ -20,6 +22,13 @@ local opts = P.parse(1, { port = 0, lifetime = 600, max_message = 65536 }, {
     o.events = v == "events"
   end,
   ["--max-message"] = P.number("max_message"),
+  ["--compression"] = P.compression,
+  ["--cert"] = function(o, v)
+    o.cert = v
+  end,
+  ["--key"] = function(o, v)
+    o.key = v
+  end,
   ["--lifetime"] = P.number("lifetime"),
 }, "chaos_server.lua")
 
@@ -52,6 +61,8 @@ local listen = {
   host = "127.0.0.1",
   port = opts.port,
   max_message = opts.max_message,
+  compression = opts.compression,
+  tls = opts.cert and { cert = opts.cert, key = opts.key } or nil,
   http = function(request)
     if request.path ~= "/stats" then
       return 404, nil, "not found\n"
