@@ -49,6 +49,7 @@
 #include <errno.h>
 #include <math.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -1323,6 +1324,9 @@ int main(int argc, char **argv) {
   static gen_t gen;
   gen_t *g = &gen;
   parse_args(&g->o, argc, argv);
+  /* libuv writes with write(2): a server that resets must end a connection
+   * (EPIPE), not the generator. */
+  signal(SIGPIPE, SIG_IGN);
   rng_seed(g);
   g->nconns = g->o.conns + (g->o.sc == SC_IDLE ? g->o.warm_conns : 0);
   raise_nofile(g->nconns);

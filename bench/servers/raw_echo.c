@@ -12,6 +12,7 @@
 #define _GNU_SOURCE
 #include <uv.h>
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -140,6 +141,7 @@ static void on_connection(uv_stream_t *server, int status) {
 
 int main(int argc, char **argv) {
   int port = argc > 1 ? atoi(argv[1]) : 0;
+  signal(SIGPIPE, SIG_IGN); /* a peer that resets ends its connection only */
   uv_loop_t *loop = uv_default_loop();
   uv_tcp_t server;
   struct sockaddr_in addr;
