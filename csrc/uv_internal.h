@@ -97,7 +97,7 @@ typedef enum {
 /* Limits and timeouts of a connection; 0 picks the default. */
 typedef struct {
   uint64_t max_message;       /* 16 MiB */
-  uint64_t max_frame;         /* 0: the parser's larger message limit */
+  uint64_t max_frame;         /* 0: the parser's wire limit of a message */
   size_t max_head;            /* 8 KiB */
   size_t max_queued;          /* send buffer limit: 16 MiB */
   size_t high_water;          /* senders wait above this: 1 MiB */

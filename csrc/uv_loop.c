@@ -18,9 +18,9 @@ static void sweep_cb(uv_timer_t *t) {
 
 void wsuv__limits_default(wsuv_limits_t *lim) {
   if (!lim->max_message) lim->max_message = WSUV_DEFAULT_MAX_MESSAGE;
-  /* max_frame stays 0 unless set: the parser then takes its larger message
-   * limit, which with permessage-deflate lets a compressed frame exceed
-   * max_message by what deflate may add (ws_conn.c). */
+  /* max_frame stays 0 unless set: the parser then takes a message's wire
+   * limit, which lets a compressed frame exceed max_message by what deflate
+   * may add (ws_frame.c). */
   if (!lim->max_head) lim->max_head = WSUV_DEFAULT_MAX_HEAD;
   if (!lim->max_queued) lim->max_queued = 16u * 1024 * 1024;
   if (!lim->high_water) lim->high_water = 1024u * 1024;

@@ -62,15 +62,9 @@ static int pmd_init(wsuv_conn_t *c, const wsuv_conn_config_t *cfg,
   pc->rsv_allowed |= WSUV_RSV1;
   /* The parser checks the wire size at each frame header, before any
    * payload (so "too big" never depends on how the input was split): plain
-   * messages against max_message itself, compressed ones against what a
-   * message of max_message bytes may take once deflated. Deflate stores
-   * incompressible data with 5 bytes per block, and fixed Huffman codes
-   * take up to 9 bits a byte: an eighth more, and a little, covers any
-   * encoder, so a peer's incompressible message of max_message bytes is not
-   * refused. What comes out of the inflater gets max_message exactly. */
-  uint64_t slack = P->max_message / 8 + 64;
-  pc->max_compressed =
-      P->max_message > UINT64_MAX - slack ? UINT64_MAX : P->max_message + slack;
+   * messages against max_message, compressed ones against what a message of
+   * max_message bytes may take deflated (ws_frame.c, wire_limit). What
+   * comes out of the inflater gets max_message exactly. */
   pc->stream = 1;
   c->pmd = P;
   return 0;

@@ -69,15 +69,25 @@ size_t wsuv_frame_build_header(uint8_t *out, unsigned flags, unsigned opcode,
   return n;
 }
 
+/* The most bytes a message may take on the wire. A compressed one (RFC
+ * 7692) may take more than it inflates to: deflate stores incompressible
+ * data with 5 bytes per block, and fixed Huffman codes take up to 9 bits a
+ * byte. An eighth more and 64 bytes covers any encoder, so a peer's
+ * incompressible message of max_message bytes passes; its inflated size is
+ * the caller's to limit. */
+static uint64_t wire_limit(uint64_t max_message, int compressed) {
+  if (!compressed) return max_message;
+  uint64_t slack = max_message / 8 + 64;
+  return max_message > UINT64_MAX - slack ? UINT64_MAX : max_message + slack;
+}
+
 void wsuv_parser_init(wsuv_parser_t *p, const wsuv_parser_config_t *cfg) {
   *p = (wsuv_parser_t){.state = ST_HEADER};
   if (cfg) p->cfg = *cfg;
   if (!p->cfg.max_message) p->cfg.max_message = WSUV_DEFAULT_MAX_MESSAGE;
-  if (!p->cfg.max_compressed) p->cfg.max_compressed = p->cfg.max_message;
   if (!p->cfg.max_frame)
-    p->cfg.max_frame = p->cfg.max_compressed > p->cfg.max_message
-                           ? p->cfg.max_compressed
-                           : p->cfg.max_message;
+    p->cfg.max_frame =
+        wire_limit(p->cfg.max_message, (p->cfg.rsv_allowed & WSUV_RSV1) != 0);
 }
 
 static void buf_release(wsuv_parser_t *p) {
@@ -193,7 +203,7 @@ static int frame_check(const wsuv_parser_t *p) {
     int cont = f->opcode == WSUV_OP_CONT;
     uint64_t so_far = cont ? p->msg_len : 0;
     int compressed = cont ? p->msg_compressed : (f->rsv & WSUV_RSV1) != 0;
-    uint64_t limit = compressed ? p->cfg.max_compressed : p->cfg.max_message;
+    uint64_t limit = wire_limit(p->cfg.max_message, compressed);
     if (f->payload_len > p->cfg.max_frame || f->payload_len > limit - so_far)
       return WSUV_ETOOBIG;
   }

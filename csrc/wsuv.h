@@ -169,16 +169,16 @@ WSUV_EXTERN ssize_t wsuv_close_build(uint8_t *out, int code, const char *reason,
 /* ---- Message parser (ws_frame.c) --------------------------------------- */
 
 typedef struct {
-  wsuv_role_t role;     /* SERVER: input must be masked; CLIENT: must not */
-  uint64_t max_message; /* 0: WSUV_DEFAULT_MAX_MESSAGE; over it: ETOOBIG */
-  uint64_t max_frame;   /* 0: the larger of the two message limits */
+  wsuv_role_t role; /* SERVER: input must be masked; CLIENT: must not */
+  /* 0: WSUV_DEFAULT_MAX_MESSAGE; over it: ETOOBIG. A compressed message
+   * (RSV1 allowed and set) may take max_message / 8 + 64 bytes more on the
+   * wire, what deflate may add to incompressible data: its inflated size is
+   * the caller's to limit. */
+  uint64_t max_message;
+  uint64_t max_frame;   /* 0: the wire limit of a message */
   unsigned rsv_allowed; /* RSV bits an extension allows on a message's first
                            frame (WSUV_RSV1 for permessage-deflate) */
-  /* The wire limit of a compressed message (RSV1 on its first frame); 0:
-   * max_message. Deflate makes incompressible data slightly larger, so a
-   * caller that limits the inflated size raises this one. */
-  uint64_t max_compressed;
-  int stream; /* nonzero: deliver data in chunks as they arrive */
+  int stream;           /* nonzero: deliver data in chunks as they arrive */
   wsuv_allocator_t alloc;
 } wsuv_parser_config_t;
 
