@@ -462,18 +462,20 @@ def s_http(port, rng, max_message):
     try:
         kind = rng.choice(["garbage", "get", "huge"])
         if kind == "garbage":
-            c.send(bytes(rng.randint(1, 255) for _ in range(rng.randint(1, 200))) + b"\r\n\r\n")
+            sent = bytes(rng.randint(1, 255) for _ in range(rng.randint(1, 200))) + b"\r\n\r\n"
             want = b"HTTP/1.1 400"
         elif kind == "get":
-            c.send(b"GET /nothing HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            sent = b"GET /nothing HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
             want = b"HTTP/1.1 404"
         else:
-            c.send(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"a" * 9000 + b"\r\n\r\n")
+            sent = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"a" * 9000 + b"\r\n\r\n"
             want = b"HTTP/1.1 431"
+        c.send(sent)
         try:
             head = c.read_head()
         except EOFError:
-            raise Fail("http %s: closed without an answer" % kind)
+            raise Fail("http %s: closed without an answer (%d bytes sent: %s...)"
+                       % (kind, len(sent), sent[:48].hex()))
         if not head.startswith(want):
             raise Fail("http %s: answered %r" % (kind, head[:30]))
         c.expect_end()
