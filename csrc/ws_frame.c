@@ -112,13 +112,14 @@ void wsuv_parser_trim(wsuv_parser_t *p) {
 }
 
 /* Makes room for n more bytes in p->buf, growing geometrically but never
- * past max_message (the frame header check already bounds the total). */
+ * past the message's wire limit (the frame header check already bounds the
+ * total): how the input was split must not change what is delivered. */
 static int buf_reserve(wsuv_parser_t *p, size_t n) {
   if (n > SIZE_MAX - p->buf_len) return WSUV_ETOOBIG;
   size_t need = p->buf_len + n;
   if (need <= p->buf_cap) return 0;
-  size_t limit =
-      p->cfg.max_message < SIZE_MAX ? (size_t)p->cfg.max_message : SIZE_MAX;
+  uint64_t wire = wire_limit(p->cfg.max_message, p->msg_compressed);
+  size_t limit = wire < SIZE_MAX ? (size_t)wire : SIZE_MAX;
   if (need > limit) return WSUV_ETOOBIG;
   size_t cap = p->buf_cap > SIZE_MAX / 2 ? SIZE_MAX : p->buf_cap * 2;
   if (cap < BUF_MIN_CAP) cap = BUF_MIN_CAP;

@@ -9,7 +9,9 @@
  * (types, first/fin, sizes within limits, close codes valid, text is UTF-8,
  * data pointers inside the input or the parser's storage); after an error
  * the parser stays failed with the same code and the matching close code;
- * storage never exceeds max_message and is all freed; and feeding the input
+ * storage never exceeds a message's wire limit (max_message, or for a
+ * compressed message an eighth more and 64 bytes) and is all freed; and
+ * feeding the input
  * in chunks gives the same messages and the same outcome as feeding it all
  * at once. */
 #include "chunk.h"
@@ -64,11 +66,19 @@ static void trace_put(trace_t *t, const void *p, size_t n) {
   t->len += n;
 }
 
+/* The most bytes a message may have as delivered: max_message, and for a
+ * compressed one (RSV1) what deflate may add to max_message bytes, an eighth
+ * and 64 bytes (wsuv.h); the caller limits its inflated size. */
+static uint64_t wire_max(const wsuv_parser_config_t *cfg, int compressed) {
+  return cfg->max_message + (compressed ? cfg->max_message / 8 + 64 : 0);
+}
+
 /* A streamed message being put together from its chunks. */
 typedef struct {
-  int open;     /* a message has started */
-  int type;     /* its event type */
-  uint8_t *buf; /* its data so far */
+  int open;       /* a message has started */
+  int type;       /* its event type */
+  int compressed; /* its first chunk had RSV1 */
+  uint8_t *buf;   /* its data so far */
   size_t len;
   wsuv_utf8_t utf8; /* text chunks so far are a valid prefix */
 } msg_t;
@@ -134,24 +144,25 @@ static void check_event(const wsuv_parser_t *p, const wsuv_event_t *ev,
   FUZZ_CHECK(!ev->compressed || (cfg->rsv_allowed & WSUV_RSV1));
   if (!cfg->stream) {
     FUZZ_CHECK(ev->first && ev->fin);
-    FUZZ_CHECK(ev->len <= cfg->max_message);
+    FUZZ_CHECK(ev->len <= wire_max(cfg, ev->compressed));
     if (ev->type == WSUV_EV_TEXT && !ev->compressed)
       FUZZ_CHECK(wsuv_utf8_valid(ev->data ? ev->data : in, ev->len));
     record(t, ev->type, 0, ev->data, ev->len);
     return;
   }
   /* Streamed: chunks of one message share a type, only the first has
-   * first set, and together they stay within max_message. */
+   * first set, and together they stay within its wire limit. */
   FUZZ_CHECK(ev->first == !m->open);
   if (!m->open) {
     m->open = 1;
     m->type = ev->type;
+    m->compressed = ev->compressed;
     m->len = 0;
     wsuv_utf8_init(&m->utf8);
   }
   FUZZ_CHECK((int)ev->type == m->type);
   msg_add(m, ev->data, ev->len);
-  FUZZ_CHECK(m->len <= cfg->max_message);
+  FUZZ_CHECK(m->len <= wire_max(cfg, m->compressed));
   int text = ev->type == WSUV_EV_TEXT && !ev->compressed;
   if (text && ev->len)
     FUZZ_CHECK(wsuv_utf8_feed_scalar(&m->utf8, ev->data, ev->len) == 0);
@@ -166,9 +177,11 @@ static void check_event(const wsuv_parser_t *p, const wsuv_event_t *ev,
  * chunk bytes (0: all at once) and records what happened in t. */
 static void run(const wsuv_parser_config_t *base, int refuse, size_t chunk,
                 const uint8_t *data, size_t size, trace_t *t) {
-  /* The reassembly buffer stays within max_message; the buffer for a split
-   * control payload is WSUV_MAX_CONTROL_PAYLOAD whatever the limit. */
-  size_t limit = (size_t)base->max_message;
+  /* The reassembly buffer stays within a message's wire limit; the buffer
+   * for a split control payload is WSUV_MAX_CONTROL_PAYLOAD whatever the
+   * limit. */
+  size_t wire = (size_t)wire_max(base, (base->rsv_allowed & WSUV_RSV1) != 0);
+  size_t limit = wire;
   if (limit < WSUV_MAX_CONTROL_PAYLOAD) limit = WSUV_MAX_CONTROL_PAYLOAD;
   track_t tr = {.limit = limit, .refuse = refuse};
   wsuv_parser_config_t cfg = *base;
@@ -213,8 +226,7 @@ static void run(const wsuv_parser_config_t *base, int refuse, size_t chunk,
       FUZZ_CHECK(idle < 4);
       pos += (size_t)r;
       /* At most the reassembly buffer and the control payload buffer. */
-      FUZZ_CHECK(tr.live <=
-                 (size_t)base->max_message + WSUV_MAX_CONTROL_PAYLOAD);
+      FUZZ_CHECK(tr.live <= wire + WSUV_MAX_CONTROL_PAYLOAD);
     }
     free(buf);
     off += n;
