@@ -226,6 +226,33 @@ describe("wsuv scheduler", function()
   end)
 
   describe("with connections", function()
+    -- Lua 5.1 and LuaJIT have no ephemerons: a scheduler table entry whose
+    -- value reaches its weak key kept both alive, about 800 bytes per
+    -- connection a long-lived coroutine had waited on with a deadline.
+    it("a long-lived coroutine's connections are collected once dropped", function()
+      local server, url = echo_server()
+      local seen = setmetatable({}, { __mode = "k" })
+      wsuv.spawn(function()
+        for i = 1, 50 do
+          local c = assert(wsuv.connect(url, { timeout = 5 }))
+          seen[c] = true
+          assert.is_true(c:send("m" .. i))
+          assert.are.equal("m" .. i, (c:receive(5)))
+          c:close()
+        end
+        server:close()
+      end)
+      assert.is_true(wsuv.run())
+      assert.are.same({ 0, 0 }, { H.live(wsuv) })
+      collectgarbage("collect")
+      collectgarbage("collect")
+      local left = 0
+      for _ in pairs(seen) do
+        left = left + 1
+      end
+      assert.are.equal(0, left)
+    end)
+
     it("a foreign coroutine calling receive runs the loop itself", function()
       local server = assert(wsuv.listen {
         host = "127.0.0.1", port = 0,

@@ -124,10 +124,12 @@ local function wake(co, token, obj, why)
     return
   end
   waiting[co] = nil
-  -- Woken by its object, a coroutine nearly always waits on it again
-  -- (the next receive): it stays in the set, and a wake finding it there
-  -- while it waits on something else is ignored (its token differs).
-  if obj and why ~= "ready" then
+  -- Out of the set whatever woke it: an entry left there holds its token,
+  -- which is obj itself or a table naming it, and Lua 5.1 and LuaJIT have no
+  -- ephemerons, so a value that reaches its weak key keeps both for good
+  -- (LuaJIT: about 500 bytes per connection a long-lived coroutine waited
+  -- on with a deadline, found by spec/peers/chaos_client.lua).
+  if obj then
     local set = waiters[obj]
     if set then
       set[co] = nil
