@@ -5,7 +5,10 @@
 -- protocol errors that must get their close codes, sockets dropped or reset
 -- at any point (TLS handshakes too), slow readers, bad HTTP. Afterwards
 -- no connection may be left open and the server's Lua heap must be back
--- where it was after the first round.
+-- where it was after the first round. And the mirror: our client in a
+-- child process (spec/peers/chaos_client.lua) against a server that
+-- fragments, pings, breaks the protocol, closes and drops at random
+-- (spec/peers/chaos_serve.py).
 local H = require "spec.helper"
 
 local SECONDS = tonumber(os.getenv("WSUV_CHAOS_SECONDS") or "") or 3
@@ -47,4 +50,19 @@ describe("chaos.py against a wsuv echo server", function()
       assert.are.equal(12, passed, out) -- 5 behaviours and a heap check, 2 rounds
     end)
   end
+end)
+
+describe("chaos_client.lua against a rough server (chaos_serve.py)", function()
+  it("our client: every session as RFC 6455 says, nothing left behind", function()
+    local server = H.start_server(("exec %s %schaos_serve.py --port 0"):format(H.PYTHON, H.PEERS))
+    local cmd = "%s %schaos_client.lua %d --seconds %s --seed %d 2>&1; echo rc=$?"
+    local p = io.popen(cmd:format(H.lua_interpreter(), H.PEERS, server.port, SECONDS, SEED))
+    local out = p:read("*a")
+    p:close()
+    H.stop(server)
+    local passed, failed = H.tap_counts(out)
+    assert.are.equal(0, tonumber(out:match("rc=(%d+)%s*$")), out)
+    assert.are.equal(0, failed, out)
+    assert.are.equal(7, passed, out) -- 6 behaviours and a heap check
+  end)
 end)
