@@ -201,12 +201,15 @@ static int frame_check(const wsuv_parser_t *p) {
   if (!(f->opcode & 0x8u)) {
     /* RFC 6455 10.4: limit frame and message sizes; 7.4.1: 1009. Checked
      * on the 64-bit length, before anything is sized from it. */
-    int cont = f->opcode == WSUV_OP_CONT;
-    uint64_t so_far = cont ? p->msg_len : 0;
-    int compressed = cont ? p->msg_compressed : (f->rsv & WSUV_RSV1) != 0;
-    uint64_t limit = wire_limit(p->cfg.max_message, compressed);
-    if (f->payload_len > p->cfg.max_frame || f->payload_len > limit - so_far)
-      return WSUV_ETOOBIG;
+    if (f->payload_len > p->cfg.max_frame) return WSUV_ETOOBIG;
+    uint64_t room = p->cfg.max_message;
+    if (f->opcode == WSUV_OP_CONT) {
+      if (p->msg_compressed) room = wire_limit(room, 1);
+      room -= p->msg_len;
+    } else if (f->rsv & WSUV_RSV1) {
+      room = wire_limit(room, 1);
+    }
+    if (f->payload_len > room) return WSUV_ETOOBIG;
   }
   return 0;
 }
