@@ -109,9 +109,11 @@ function sessions.echo()
   end
 end
 
-function sessions.violation()
-  local k = math.random(0, #VIOLATION_CODES - 1)
-  local conn, err = connect("/violation/" .. k)
+-- The sessions where the server ends it: connects to path, checks one
+-- echo, then the next receive must report the close with code (and reason,
+-- when given). what names the session in the failure.
+local function ended_by_server(path, what, code, reason)
+  local conn, err = connect(path)
   if not conn then
     return "connect: " .. tostring(err)
   end
@@ -120,55 +122,35 @@ function sessions.violation()
     conn:close()
     return why
   end
-  local msg, what, code, reason = conn:receive(5)
-  if msg ~= nil or what ~= "closed" or code ~= VIOLATION_CODES[k + 1] then
+  local msg, gwhat, gcode, greason = conn:receive(5)
+  if msg ~= nil or gwhat ~= "closed" or gcode ~= code or (reason and greason ~= reason) then
     conn:close()
-    return ("violation %d: got %s %s %s %s, wanted closed %d"):format(k, tostring(msg),
-      tostring(what), tostring(code), tostring(reason), VIOLATION_CODES[k + 1])
+    return ("%s: got %s %s %s %s, wanted closed %d"):format(what, tostring(msg), tostring(gwhat),
+      tostring(gcode), tostring(greason), code)
   end
+end
+
+function sessions.violation()
+  local k = math.random(0, #VIOLATION_CODES - 1)
+  return ended_by_server("/violation/" .. k, "violation " .. k, VIOLATION_CODES[k + 1])
 end
 
 function sessions.close()
   local want = CLOSE_CODES[math.random(#CLOSE_CODES)]
-  local conn, err = connect("/close/" .. want)
-  if not conn then
-    return "connect: " .. tostring(err)
-  end
-  local why = exchange(conn, 1)
-  if why then
-    conn:close()
-    return why
-  end
-  local msg, what, code, reason = conn:receive(5)
-  if msg ~= nil or what ~= "closed" or code ~= want or reason ~= "bye " .. want then
-    conn:close()
-    return ("server close %d: got %s %s %s %s"):format(want, tostring(msg), tostring(what),
-      tostring(code), tostring(reason))
-  end
+  return ended_by_server("/close/" .. want, "server close " .. want, want, "bye " .. want)
 end
 
 function sessions.abrupt()
   local where = ({ "head", "frame", "reset" })[math.random(3)]
-  local conn, err, code = connect("/abrupt/" .. where)
-  if where == "head" then
-    if conn or (code ~= "EHANDSHAKE" and code ~= "EHTTP" and code ~= "ECONNRESET") then
-      return ("half a 101: %s %s %s"):format(tostring(conn), tostring(err), tostring(code))
+  if where ~= "head" then
+    return ended_by_server("/abrupt/" .. where, "abrupt " .. where, 1006)
+  end
+  local conn, err, code = connect("/abrupt/head")
+  if conn or (code ~= "EHANDSHAKE" and code ~= "EHTTP" and code ~= "ECONNRESET") then
+    if conn then
+      conn:close()
     end
-    return
-  end
-  if not conn then
-    return "connect: " .. tostring(err)
-  end
-  local why = exchange(conn, 1)
-  if why then
-    conn:close()
-    return why
-  end
-  local msg, what, ccode = conn:receive(5)
-  if msg ~= nil or what ~= "closed" or ccode ~= 1006 then
-    conn:close()
-    return ("abrupt %s: got %s %s %s"):format(where, tostring(msg), tostring(what),
-      tostring(ccode))
+    return ("half a 101: %s %s %s"):format(tostring(conn), tostring(err), tostring(code))
   end
 end
 

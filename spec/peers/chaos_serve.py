@@ -39,7 +39,8 @@ import threading
 import time
 
 sys.dont_write_bytecode = True
-from conformance import BIN, CLOSE, CONT, GUID, PING, PONG, TEXT, close_payload, frame  # noqa: E402
+from conformance import (BIN, CLOSE, CONT, GUID, PING, PONG, TEXT, apply_mask,  # noqa: E402
+                         close_payload, frame)
 
 LIMIT = 65536  # the client's max_message (chaos_client.lua)
 # (bytes after the handshake and the first echo, the client's close code)
@@ -110,10 +111,7 @@ class Peer:
         elif n == 127:
             n = struct.unpack("!Q", self.take(8))[0]
         key = self.take(4)
-        data = self.take(n)
-        if data:
-            k = (key * (n // 4 + 1))[:n]
-            data = (int.from_bytes(data, "big") ^ int.from_bytes(k, "big")).to_bytes(n, "big")
+        data = apply_mask(self.take(n), key)
         return bool(b0 & 0x80), b0 & 0x0F, data
 
     def send_message(self, op, payload, pings):
