@@ -27,6 +27,13 @@
 #define TRIM_MS         1000         /* idle time before big buffers go back */
 #define TLS_KEEP        (256 * 1024) /* BIO buffers kept while busy */
 
+/* wsuv_tconn_t.shutting: the write side's end. */
+enum {
+  SHUT_WANTED = 1, /* FIN once the queue drains */
+  SHUT_SENT,       /* FIN sent (or close_notify and FIN) */
+  SHUT_DEAD        /* a write failed: output is dropped, input read out */
+};
+
 typedef struct {
   uv_write_t req;
   wsuv_tconn_t *c;
@@ -234,6 +241,27 @@ static void fail(wsuv_tconn_t *c, int err, const char *op) {
   close_handle(c);
 }
 
+/* A write failed. After a reset by the peer, what it sent before the reset
+ * may still wait in the socket, unread: closing now would lose those
+ * messages. So output is dropped from here on (SHUT_DEAD: writes are sunk,
+ * no FIN) and input is read to its end; on_eof, or close_timeout, closes the
+ * handle, and the failure is reported after the messages. */
+static void write_failed(wsuv_tconn_t *c, int err) {
+  if (!c->tcp_open) return;
+  set_errorf(c, err, "write", errstr(err));
+  if (c->shutting == SHUT_DEAD) return;
+  if ((err != UV_EPIPE && err != UV_ECONNRESET) || !c->ws_inited || c->eof) {
+    close_handle(c);
+    return;
+  }
+  c->shutting = SHUT_DEAD;
+  if (c->phase == WSUV_PHASE_OPEN) c->phase = WSUV_PHASE_CLOSING;
+  if (!c->ws.close_received) c->ws.close_code = 1006;
+  c->deadline = wsuv__now(c->loop) + c->lim->close_timeout;
+  if (c->drain_wanted) c->drain_wanted = 0;
+  wsuv__ready(c->loop, &c->obj); /* Lua learns that sending is over */
+}
+
 /* ---- Output ------------------------------------------------------------ */
 
 /* Output buffers live only while a connection has something to send, and
@@ -422,7 +450,7 @@ static void write_cb(uv_write_t *req, int status) {
   c->queued -= w->bytes;
   free(w);
   if (status < 0) {
-    if (c->tcp_open) fail(c, status, "write");
+    write_failed(c, status);
     return;
   }
   if (c->tcp_open) after_write(c);
@@ -450,13 +478,19 @@ static int submit(wsuv_tconn_t *c, uv_buf_t *bufs, size_t n, size_t total,
                   uint8_t *out, size_t out_cap, wsuv_seg_t *segs,
                   size_t nsegs) {
   size_t done = 0;
+  if (c->shutting == SHUT_DEAD) {
+    c->queued -= total; /* Dropped, as if written. */
+    return 1;
+  }
   if (c->tcp.write_queue_size == 0) {
     int r = uv_try_write((uv_stream_t *)&c->tcp, bufs, (unsigned)n);
     if (r > 0)
       done = (size_t)r;
     else if (r < 0 && r != UV_EAGAIN && r != UV_ENOSYS) {
-      fail(c, r, "write");
-      return r;
+      write_failed(c, r);
+      if (!c->tcp_open) return r;
+      c->queued -= total;
+      return 1;
     }
   }
   c->queued -= done;
@@ -484,8 +518,8 @@ static int submit(wsuv_tconn_t *c, uv_buf_t *bufs, size_t n, size_t total,
   if (r < 0) {
     c->queued -= w->bytes;
     free(w);
-    fail(c, r, "write");
-    return r;
+    write_failed(c, r);
+    return c->tcp_open ? 1 : r;
   }
   return 0;
 }
@@ -512,8 +546,8 @@ static int send_cipher(wsuv_tconn_t *c) {
     int r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
     if (r == (int)n) return 1;
     if (r < 0 && r != UV_EAGAIN && r != UV_ENOSYS) {
-      fail(c, r, "write");
-      return r;
+      write_failed(c, r);
+      return c->tcp_open ? 1 : r;
     }
     size_t done = r > 0 ? (size_t)r : 0;
     buf = malloc(n - done);
@@ -628,14 +662,14 @@ static void shutdown_cb(uv_shutdown_t *req, int status) {
 }
 
 static void do_shutdown(wsuv_tconn_t *c) {
-  if (c->shutting == 2 || !c->tcp_open) return;
+  if (c->shutting >= SHUT_SENT || !c->tcp_open) return;
   if (c->tls && !c->tls_bye && wsuv__tls_done(c->tls)) {
     c->tls_bye = 1;
     wsuv__tls_shutdown(c->tls);      /* close_notify, then the TCP FIN */
     if (send_cipher(c) != 1) return; /* write_cb brings us back */
-    if (c->shutting == 2 || !c->tcp_open) return;
+    if (c->shutting >= SHUT_SENT || !c->tcp_open) return;
   }
-  c->shutting = 2;
+  c->shutting = SHUT_SENT;
   uv_shutdown_t *req = malloc(sizeof(*req));
   if (!req || uv_shutdown(req, (uv_stream_t *)&c->tcp, shutdown_cb) != 0) {
     free(req);
@@ -650,7 +684,7 @@ static void finish(wsuv_tconn_t *c) {
   if (!c->tcp_open) return;
   if (c->phase < WSUV_PHASE_CLOSING) c->phase = WSUV_PHASE_CLOSING;
   if (!c->shutting) {
-    c->shutting = 1;
+    c->shutting = SHUT_WANTED;
     c->deadline = wsuv__now(c->loop) + c->lim->close_timeout;
   }
   queue_owed(c);
@@ -831,8 +865,8 @@ static void on_eof(wsuv_tconn_t *c, int err) {
     close_handle(c);
     return;
   }
-  if (c->shutting == 2) {
-    close_handle(c); /* We sent FIN already; the peer's ends it. */
+  if (c->shutting >= SHUT_SENT) {
+    close_handle(c); /* We sent FIN, or cannot write: the peer's ends it. */
     return;
   }
   if (err == UV_EOF) err = UV_ECONNRESET;
@@ -1261,7 +1295,8 @@ static void handle_input(wsuv_tconn_t *c, uint8_t *buf, size_t len) {
   }
   case WSUV_PHASE_OPEN:
   case WSUV_PHASE_CLOSING:
-    if (!c->ws_inited || (c->shutting == 2 && c->ws.state == WSUV_STATE_CLOSED))
+    if (!c->ws_inited ||
+        (c->shutting == SHUT_SENT && c->ws.state == WSUV_STATE_CLOSED))
       return; /* Draining until the peer's FIN. */
     feed_frames(c, buf, len);
     return;

@@ -147,7 +147,8 @@ struct wsuv_tconn_s {
   uint8_t phase; /* wsuv_phase_t; one byte: see tls_bye */
   uint8_t role;  /* wsuv_role_t */
   uint8_t reading, dirty, tcp_open, eof;
-  uint8_t shutting;     /* 1: FIN after the queue drains; 2: FIN sent */
+  uint8_t shutting;     /* SHUT_* (uv_conn.c): FIN wanted, sent; or output
+                           dead after a failed write */
   uint8_t retry;        /* handle closing to try the next address */
   uint8_t ws_inited;    /* ws holds protocol state (upgrade done) */
   uint8_t drain_wanted; /* 0 or WSUV_DRAIN_*: a sender waits */

@@ -139,6 +139,31 @@ describe("our client against a misbehaving server", function()
     assert(ok, err)
   end)
 
+  -- The peer sends two messages and resets. Our process is blocked (not
+  -- just a coroutine) while that happens, so the next write meets the
+  -- reset before the loop has read the messages: they must still arrive,
+  -- then the failure.
+  for _, tls in ipairs({ false, true }) do
+    local scheme = tls and "wss" or "ws"
+    it(("messages the peer sent before a reset arrive though our write fails first (%s://)"):format(
+      scheme), function()
+      local C = tls and H.certs()
+      local tls_args = tls and (" --cert %sserver.pem --key %sserver.key"):format(C, C) or ""
+      local url = raw_server("reset" .. tls_args):gsub("^ws", scheme)
+      local conn = assert(connect(url, { timeout = 5, tls = tls and { insecure = true } or nil }))
+      os.execute("sleep 0.6")
+      local ok, err = conn:send("x")
+      assert(ok or err == "closed", err)
+      local got, why = {}, nil
+      for i = 1, 3 do
+        local msg, what, code, reason = conn:receive(5)
+        got[i], why = msg or (what .. " " .. tostring(code)), reason
+      end
+      assert.are.same({ "one", "two", "closed 1006" }, got)
+      assert.is_truthy(why:find("^write: "), why) -- the failure that ended it
+    end)
+  end
+
   it("a port where nothing listens: ECONNREFUSED", function()
     local srv = assert(wsuv.listen { host = "127.0.0.1", port = 0 })
     local port = srv.port

@@ -2,6 +2,7 @@
 """Misbehaving WebSocket server for testing clients (stdlib only).
 
   /usr/bin/python3 raw_server.py --port 0 --mode MODE [--lifetime SECS]
+                                 [--cert PEM --key PEM]
 
 Prints "PORT <n>" once listening, serves every connection in a thread until
 SIGTERM/SIGINT (or --lifetime seconds, default 600, 0 = forever), exits 0.
@@ -23,6 +24,9 @@ Modes (the handshake is read first in every mode):
   extension    handshake answering Sec-WebSocket-Extensions: x-unknown
   mute         valid handshake, then reads and ignores everything: never a
                pong, never a close reply (a dead peer for keepalive tests)
+  reset        valid handshake; 0.3 s later text frames "one" and "two",
+               then a TCP reset (SO_LINGER 0) at once
+With --cert and --key it speaks TLS (wss://).
 After the misbehaviour the server reads (and discards) until the client
 closes; a client close frame gets a close reply (except in `drop` and
 `mute`).
@@ -34,6 +38,7 @@ import os
 import signal
 import socket
 import socketserver
+import ssl
 import struct
 import sys
 import threading
@@ -41,7 +46,7 @@ import time
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MODES = ["garbage", "bad-accept", "no-101", "silent", "half", "masked", "reserved-op",
-         "bad-utf8", "close-1002", "drop", "huge", "protocol", "extension", "mute"]
+         "bad-utf8", "close-1002", "drop", "huge", "protocol", "extension", "mute", "reset"]
 ARGS = None
 
 
@@ -71,6 +76,11 @@ class Handler(socketserver.BaseRequestHandler):
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         end = time.monotonic() + ARGS.hold
         s.settimeout(ARGS.hold)
+        if ARGS.cert:
+            try:
+                s.do_handshake()
+            except OSError:
+                return
         buf = b""
         try:
             while b"\r\n\r\n" not in buf:
@@ -121,6 +131,11 @@ class Handler(socketserver.BaseRequestHandler):
                     return
                 elif mode == "huge":
                     s.sendall(struct.pack("!BBQ", 0x82, 127, 1 << 40) + b"\x00" * 16)
+                elif mode == "reset":
+                    time.sleep(0.3)
+                    s.sendall(frame(1, b"one") + frame(1, b"two"))
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    return
                 elif mode == "mute":
                     while time.monotonic() < end and s.recv(65536):
                         pass
@@ -180,8 +195,14 @@ def main():
     ap.add_argument("--mode", required=True, choices=MODES)
     ap.add_argument("--hold", type=float, default=30)
     ap.add_argument("--lifetime", type=float, default=600)
+    ap.add_argument("--cert")
+    ap.add_argument("--key")
     ARGS = ap.parse_args()
     srv = Server(("127.0.0.1", ARGS.port), Handler)
+    if ARGS.cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(ARGS.cert, ARGS.key)
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
