@@ -53,16 +53,22 @@ describe("chaos.py against a wsuv echo server", function()
 end)
 
 describe("chaos_client.lua against a rough server (chaos_serve.py)", function()
-  it("our client: every session as RFC 6455 says, nothing left behind", function()
-    local server = H.start_server(("exec %s %schaos_serve.py --port 0"):format(H.PYTHON, H.PEERS))
-    local cmd = "%s %schaos_client.lua %d --seconds %s --seed %d 2>&1; echo rc=$?"
-    local p = io.popen(cmd:format(H.lua_interpreter(), H.PEERS, server.port, SECONDS, SEED))
-    local out = p:read("*a")
-    p:close()
-    H.stop(server)
-    local passed, failed = H.tap_counts(out)
-    assert.are.equal(0, tonumber(out:match("rc=(%d+)%s*$")), out)
-    assert.are.equal(0, failed, out)
-    assert.are.equal(7, passed, out) -- 6 behaviours and a heap check
-  end)
+  local C = H.certs()
+  for _, tls in ipairs({ false, true }) do
+    local name = "our client over %s: every session as RFC 6455 says, nothing left behind"
+    it(name:format(tls and "wss://" or "ws://"), function()
+      local server = H.start_server(("exec %s %schaos_serve.py --port 0 %s"):format(H.PYTHON,
+        H.PEERS, tls and ("--cert %sserver.pem --key %sserver.key"):format(C, C) or ""))
+      local cmd = "%s %schaos_client.lua %d --seconds %s --seed %d --tls %d 2>&1; echo rc=$?"
+      local p = io.popen(cmd:format(H.lua_interpreter(), H.PEERS, server.port, SECONDS, SEED,
+        tls and 1 or 0))
+      local out = p:read("*a")
+      p:close()
+      H.stop(server)
+      local passed, failed = H.tap_counts(out)
+      assert.are.equal(0, tonumber(out:match("rc=(%d+)%s*$")), out)
+      assert.are.equal(0, failed, out)
+      assert.are.equal(7, passed, out) -- 6 behaviours and a heap check
+    end)
+  end
 end)

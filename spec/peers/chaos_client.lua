@@ -1,7 +1,7 @@
 -- spec/peers/chaos_client.lua: a soak of our client against
 -- spec/peers/chaos_serve.py, in its own process.
 --
---   lua chaos_client.lua PORT [--seconds S] [--workers W] [--seed X]
+--   lua chaos_client.lua PORT [--seconds S] [--workers W] [--seed X] [--tls 1]
 --
 -- W coroutines (8) run sessions back to back for S seconds (3), each
 -- choosing a behaviour of the server by the request path: echo (random
@@ -22,11 +22,12 @@ local opts = P.parse(2, { seconds = 3, workers = 8, seed = 1 }, {
   ["--seconds"] = P.number("seconds"),
   ["--workers"] = P.number("workers"),
   ["--seed"] = P.number("seed"),
+  ["--tls"] = P.number("tls"), -- wss:// (chaos_serve.py --cert, not verified)
 }, "chaos_client.lua")
 math.randomseed(opts.seed)
 
 local LIMIT = 65536 -- chaos_serve.py's LIMIT
-local URL = "ws://127.0.0.1:" .. port
+local URL = (opts.tls == 1 and "wss" or "ws") .. "://127.0.0.1:" .. port
 -- The close code for each of chaos_serve.py's VIOLATIONS, in order.
 local VIOLATION_CODES = {
   1002, 1002, 1002, 1002, 1002, 1002, 1002, 1007, 1007, 1002, 1002, 1007, 1009, 1002,
@@ -71,7 +72,7 @@ local function random_message()
 end
 
 local function connect(path)
-  return wsuv.connect(URL .. path, { timeout = 5, max_message = LIMIT })
+  return wsuv.connect(URL .. path, { timeout = 5, max_message = LIMIT, tls = { insecure = true } })
 end
 
 -- Each returns nil when the session went as it should, else why not.

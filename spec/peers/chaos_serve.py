@@ -2,10 +2,10 @@
 """A WebSocket server that treats its clients roughly, for a soak of our
 client (spec/peers/chaos_client.lua). Stdlib only.
 
-  /usr/bin/python3 chaos_serve.py --port 0 [--lifetime SECS]
+  /usr/bin/python3 chaos_serve.py --port 0 [--lifetime SECS] [--cert PEM --key PEM]
 
 Prints "PORT <n>"; serves each connection in a thread until SIGTERM or
---lifetime (default 600 s). The request path chooses the behaviour, so the
+--lifetime (default 600 s), over TLS with --cert and --key. The request path chooses the behaviour, so the
 client knows what to expect:
 
   /echo             echoes every message, each cut into random fragments
@@ -33,6 +33,7 @@ import random
 import signal
 import socket
 import socketserver
+import ssl
 import struct
 import sys
 import threading
@@ -172,6 +173,11 @@ class Handler(socketserver.BaseRequestHandler):
     def handle(self):
         s = self.request
         s.settimeout(15)
+        if ARGS.cert:
+            try:
+                s.do_handshake()
+            except OSError:
+                return
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = Peer(s, random.Random())
         try:
@@ -235,8 +241,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--lifetime", type=float, default=600)
+    ap.add_argument("--cert")
+    ap.add_argument("--key")
     ARGS = ap.parse_args()
     srv = Server(("127.0.0.1", ARGS.port), Handler)
+    if ARGS.cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(ARGS.cert, ARGS.key)
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
