@@ -75,6 +75,18 @@ describe("limits", function()
     assert.are.equal(1009, code)
   end)
 
+  it("a max_frame above max_message still holds messages to max_message (1009)", function()
+    local _, url = listen({ max_frame = 20000, max_message = 10000 })
+    local c = assert(connect(url))
+    assert.is_true(c:send(("x"):rep(10000)))
+    assert.are.equal(10000, #assert(c:receive(5)))
+    assert.is_true(c:send(("x"):rep(10001)))
+    local msg, kind, code = c:receive(5)
+    assert.is_nil(msg)
+    assert.are.equal("closed", kind)
+    assert.are.equal(1009, code)
+  end)
+
   it("close() returns after close_timeout when the peer never answers", function()
     -- The server never reads, so its close reply waits behind the unread
     -- message for the server's own (long) close_timeout.
