@@ -258,7 +258,7 @@ static void write_failed(wsuv_tconn_t *c, int err) {
   if (c->phase == WSUV_PHASE_OPEN) c->phase = WSUV_PHASE_CLOSING;
   if (!c->ws.close_received) c->ws.close_code = 1006;
   c->deadline = wsuv__now(c->loop) + c->lim->close_timeout;
-  if (c->drain_wanted) c->drain_wanted = 0;
+  c->drain_wanted = 0;
   wsuv__ready(c->loop, &c->obj); /* Lua learns that sending is over */
 }
 
@@ -478,21 +478,16 @@ static int submit(wsuv_tconn_t *c, uv_buf_t *bufs, size_t n, size_t total,
                   uint8_t *out, size_t out_cap, wsuv_seg_t *segs,
                   size_t nsegs) {
   size_t done = 0;
-  if (c->shutting == SHUT_DEAD) {
-    c->queued -= total; /* Dropped, as if written. */
-    return 1;
-  }
-  if (c->tcp.write_queue_size == 0) {
+  if (c->tcp.write_queue_size == 0 && c->shutting != SHUT_DEAD) {
     int r = uv_try_write((uv_stream_t *)&c->tcp, bufs, (unsigned)n);
     if (r > 0)
       done = (size_t)r;
     else if (r < 0 && r != UV_EAGAIN && r != UV_ENOSYS) {
       write_failed(c, r);
       if (!c->tcp_open) return r;
-      c->queued -= total;
-      return 1;
     }
   }
+  if (c->shutting == SHUT_DEAD) done = total; /* Dropped, as if written. */
   c->queued -= done;
   if (done == total) return 1;
   size_t first = 0, skip = done;
