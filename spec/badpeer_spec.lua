@@ -7,6 +7,21 @@ local wsuv = require "wsuv"
 
 local RAW = H.PYTHON .. " " .. H.PEERS .. "raw_server.py --port 0 --hold 10 --mode "
 
+-- The peer sent "one" and "two" and reset while this process was blocked:
+-- our send meets the reset first (it fails, or reports "closed"), and the
+-- two messages must still arrive, then closed 1006 with the write's error.
+local function send_into_reset(conn)
+  local ok, err = conn:send("x")
+  assert(ok or err == "closed", err)
+  local got, why = {}, nil
+  for i = 1, 3 do
+    local msg, what, code, reason = conn:receive(5)
+    got[i], why = msg or (what .. " " .. tostring(code)), reason
+  end
+  assert.are.same({ "one", "two", "closed 1006" }, got)
+  assert.is_truthy(why:find("^write: "), why) -- the failure that ended it
+end
+
 describe("our client against a misbehaving server", function()
   local servers, conns = {}, {}
 
@@ -152,15 +167,7 @@ describe("our client against a misbehaving server", function()
       local url = raw_server("reset" .. tls_args):gsub("^ws", scheme)
       local conn = assert(connect(url, { timeout = 5, tls = tls and { insecure = true } or nil }))
       os.execute("sleep 0.6")
-      local ok, err = conn:send("x")
-      assert(ok or err == "closed", err)
-      local got, why = {}, nil
-      for i = 1, 3 do
-        local msg, what, code, reason = conn:receive(5)
-        got[i], why = msg or (what .. " " .. tostring(code)), reason
-      end
-      assert.are.same({ "one", "two", "closed 1006" }, got)
-      assert.is_truthy(why:find("^write: "), why) -- the failure that ended it
+      send_into_reset(conn)
     end)
   end
 
@@ -173,6 +180,39 @@ describe("our client against a misbehaving server", function()
     assert.are.equal("string", type(err))
     assert.are.equal("ECONNREFUSED", code, err)
   end)
+end)
+
+-- The server side of the reset cases above: the client
+-- (spec/peers/reset_client.py) sends two messages and resets while this
+-- process is blocked, so our server's next write meets the reset before
+-- the loop has read the messages.
+describe("our server when the client resets", function()
+  for _, tls in ipairs({ false, true }) do
+    local scheme = tls and "wss" or "ws"
+    it(("messages a client sent before its reset arrive though our write fails first (%s://)")
+      :format(scheme), function()
+      local C = tls and H.certs()
+      local srv = assert(wsuv.listen {
+        host = "127.0.0.1",
+        port = 0,
+        tls = tls and { cert = C .. "server.pem", key = C .. "server.key" } or nil,
+      })
+      local job = H.start_job(("%s %sreset_client.py --port %d --delay 0.3%s"):format(
+        H.PYTHON, H.PEERS, srv.port, tls and " --tls" or ""))
+      local ok, err = pcall(function()
+        local conn = assert(srv:accept(5))
+        os.execute("sleep 0.8") -- the client sends and resets meanwhile
+        send_into_reset(conn)
+        local rc, out = H.wait_job(wsuv, job, 5)
+        assert.are.equal(0, rc, out)
+        assert.is_truthy(out:find("RESET", 1, true), out)
+      end)
+      H.stop(job)
+      srv:close()
+      assert(ok, err)
+      assert.are.same({ 0, 0 }, { H.live(wsuv) })
+    end)
+  end
 end)
 
 describe("our server against raw TCP abuse", function()
