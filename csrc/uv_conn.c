@@ -897,6 +897,8 @@ static void tls_input(wsuv_tconn_t *c, uint8_t *buf, size_t len) {
     ssize_t n = wsuv__tls_read(c->tls, buf, WSUV_READ_BUFFER_SIZE);
     if (n > 0) {
       handle_input(c, buf, (size_t)n);
+      /* Not another SSL_read only to hear that it wants input. */
+      if (!wsuv__tls_input_left(c->tls)) break;
       continue;
     }
     if (n == 0) break;

@@ -323,6 +323,9 @@ int wsuv__tls_feed(wsuv_tls_t *t, const uint8_t *p, size_t n);
 /* Decrypts into out: bytes (> 0), 0 when it needs input, UV_EOF after the
  * peer's close_notify, or WSUV_ETLS. */
 ssize_t wsuv__tls_read(wsuv_tls_t *t, uint8_t *out, size_t cap);
+/* Whether fed ciphertext or decrypted bytes wait that wsuv__tls_read could
+ * return: when not, it would only report that it needs input. */
+int wsuv__tls_input_left(const wsuv_tls_t *t);
 /* Encrypts all of p (handshake done). */
 int wsuv__tls_write(wsuv_tls_t *t, const uint8_t *p, size_t n);
 /* Ciphertext waiting to be sent, and taking it. */
