@@ -26,6 +26,8 @@ typedef struct {
   size_t nfree, free_cap;
   uint8_t *qfree[2]; /* spare message FIFOs, small and large, linked */
   size_t nqfree[2];  /* (see queue_push in lua_conn.c) */
+  size_t unpaced;    /* bytes of big messages the collector was not told of
+                        (pace_collector in lua_conn.c) */
   struct wsuv_bcache_s *bcache; /* lua_alloc.c, once installed */
   size_t bcache_limit;          /* bytes; 0: no block cache */
 } wsuv_lloop_t;
