@@ -253,7 +253,7 @@ static int queue_pop(lua_State *L, wsuv_lconn_t *b, size_t *len) {
 
 /* Lua 5.1 and LuaJIT pace their collector per allocation, not per byte:
  * a 16 MiB string buys no more of its work than a 16-byte one, so big
- * messages pile up as garbage (250 MB of RSS in a LuaJIT echo of 16 MiB
+ * messages pile up as garbage (220-370 MB of RSS in a LuaJIT echo of 16 MiB
  * messages, 14 of them freed at once) and each new one maps and zeroes
  * fresh pages, past the block cache. Every PACE_BYTES of big messages, the
  * collector is told of them, as Lua 5.2+ count them anyway; what it frees

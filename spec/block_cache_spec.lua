@@ -66,7 +66,7 @@ describe("block cache", function()
 
   -- Lua 5.1 and LuaJIT pace their collector per allocation, not per byte:
   -- left alone, garbage 4 MiB messages piled up (43-60 MiB of heap here;
-  -- 250 MB of a LuaJIT server's RSS in a 16 MiB echo). wsuv tells their
+  -- 220-370 MB of a LuaJIT server's RSS in a 16 MiB echo). wsuv tells their
   -- collector of big messages (csrc/lua_conn.c, pace_collector), with the
   -- cache or without; Lua 5.2+ count bytes themselves.
   for _, limit in ipairs({ DEFAULT, 0 }) do
