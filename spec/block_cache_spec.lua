@@ -64,6 +64,19 @@ describe("block cache", function()
     assert.is_true(held <= DEFAULT, "held " .. held)
   end)
 
+  -- Echoes count messages of #tail + 8 bytes, each a new string (a number,
+  -- then tail), without a collection in between; after each, observe().
+  local function echo_numbered(tail, count, observe)
+    for i = 1, count do
+      local sent = ("%08d%s"):format(i, tail)
+      assert(conn:send(sent, "binary"))
+      assert.is_true(conn:receive(10) == sent, "message " .. i)
+      if observe then
+        observe()
+      end
+    end
+  end
+
   -- Lua 5.1 and LuaJIT pace their collector per allocation, not per byte:
   -- left alone, garbage 4 MiB messages piled up (43-60 MiB of heap here;
   -- 220-370 MB of a LuaJIT server's RSS in a 16 MiB echo). wsuv tells their
@@ -76,12 +89,9 @@ describe("block cache", function()
       local tail = payload(4 * MiB):sub(9)
       collectgarbage()
       local base, peak = collectgarbage("count") * KiB, 0
-      for i = 1, 40 do
-        local sent = ("%08d%s"):format(i, tail) -- a new string each time
-        assert(conn:send(sent, "binary"))
-        assert.is_true(conn:receive(10) == sent, "message " .. i)
+      echo_numbered(tail, 40, function()
         peak = math.max(peak, collectgarbage("count") * KiB - base)
-      end
+      end)
       assert.is_true(peak < 32 * MiB, ("the heap grew by %.1f MiB"):format(peak / MiB))
     end)
   end
@@ -98,11 +108,7 @@ describe("block cache", function()
     collectgarbage()
     collectgarbage("stop")
     local ok, err = pcall(function()
-      for i = 1, 6 do -- 24 MiB of messages received: past PACE_BYTES
-        local sent = ("%08d%s"):format(i, tail)
-        assert(conn:send(sent, "binary"))
-        assert.is_true(conn:receive(10) == sent, "message " .. i)
-      end
+      echo_numbered(tail, 6) -- 24 MiB of messages received: past PACE_BYTES
       assert.is_false(collectgarbage("isrunning"))
     end)
     collectgarbage("restart")

@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""A WebSocket client that sends two messages and then resets (stdlib only).
+"""A WebSocket client that sends two messages and then resets (stdlib only;
+frames from conformance.py).
 
   /usr/bin/python3 reset_client.py --port N [--tls] [--delay SECS]
 
@@ -20,11 +21,7 @@ import struct
 import sys
 import time
 
-
-def masked_text(payload):
-    key = os.urandom(4)
-    body = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-    return struct.pack("!BB", 0x81, 0x80 | len(payload)) + key + body
+from conformance import TEXT, frame  # masked with a fresh key by default
 
 
 def main():
@@ -54,7 +51,7 @@ def main():
         sys.stderr.write("reset_client: no upgrade: %r\n" % head[:200])
         return 1
     time.sleep(args.delay)
-    s.sendall(masked_text(b"one") + masked_text(b"two"))
+    s.sendall(frame(TEXT, b"one") + frame(TEXT, b"two"))
     # wrap_socket took raw's descriptor: s is the socket either way.
     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     s.close()  # the reset; closing an SSLSocket sends no close_notify
