@@ -17,8 +17,8 @@ client knows what to expect:
   /close/CODE       echoes the first message, then closes with CODE and the
                     reason "bye CODE"; the client must answer with CODE
   /abrupt/WHERE     drops the connection: "head" (half a 101 response),
-                    "frame" (half a frame), "reset" (TCP reset after the
-                    handshake)
+                    "frame" (half a frame), "reset" (a TCP reset once the
+                    client's kernel has acknowledged the first echo)
   /http/STATUS      answers STATUS (403, 404, 503) or garbage ("junk")
                     instead of 101
   /slow             reads nothing for 0.3 s, then echoes as /echo
@@ -41,7 +41,7 @@ import time
 
 sys.dont_write_bytecode = True
 from conformance import (BIN, CLOSE, CONT, GUID, PING, PONG, TEXT, apply_mask,  # noqa: E402
-                         close_payload, frame)
+                         arm_reset, close_payload, frame)
 
 LIMIT = 65536  # the client's max_message (chaos_client.lua)
 # (bytes after the handshake and the first echo, the client's close code)
@@ -202,7 +202,7 @@ class Handler(socketserver.BaseRequestHandler):
                 if parts[1] == "frame":
                     s.sendall(frame(BIN, b"x" * 1000, mask=False)[:500])
                 else:
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    arm_reset(s)
                 return
             if what == "slow":
                 time.sleep(0.3)

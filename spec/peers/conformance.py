@@ -19,11 +19,13 @@ passes.  Case ids follow Autobahn's section numbers (1 framing, 2 pings,
 10 limits); sub-numbers are ours.
 """
 import base64
+import fcntl
 import hashlib
 import os
 import socket
 import struct
 import sys
+import termios
 import time
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -67,6 +69,21 @@ def apply_mask(data, key):
 
 def close_payload(code, reason=b""):
     return struct.pack("!H", code) + reason
+
+
+def arm_reset(sock, limit=5.0):
+    """Makes closing sock send a TCP reset (SO_LINGER 0), once the peer's
+    kernel has acknowledged every byte sent (TIOCOUTQ is 0), for at most
+    limit seconds: a reset discards what is still unsent, and under load
+    that was the tail of the messages the peer had to get first."""
+    deadline = time.monotonic() + limit
+    unacked = bytearray(4)
+    while time.monotonic() < deadline:
+        fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, unacked)
+        if struct.unpack("i", unacked)[0] == 0:
+            break
+        time.sleep(0.001)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 class Conn:

@@ -25,7 +25,8 @@ Modes (the handshake is read first in every mode):
   mute         valid handshake, then reads and ignores everything: never a
                pong, never a close reply (a dead peer for keepalive tests)
   reset        valid handshake; 0.3 s later text frames "one" and "two",
-               then a TCP reset (SO_LINGER 0) at once
+               then, as soon as the client's kernel has acknowledged them,
+               a TCP reset (SO_LINGER 0)
 With --cert and --key it speaks TLS (wss://).
 After the misbehaviour the server reads (and discards) until the client
 closes; a client close frame gets a close reply (except in `drop` and
@@ -43,6 +44,9 @@ import struct
 import sys
 import threading
 import time
+
+sys.dont_write_bytecode = True
+from conformance import arm_reset  # noqa: E402
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MODES = ["garbage", "bad-accept", "no-101", "silent", "half", "masked", "reserved-op",
@@ -134,7 +138,7 @@ class Handler(socketserver.BaseRequestHandler):
                 elif mode == "reset":
                     time.sleep(0.3)
                     s.sendall(frame(1, b"one") + frame(1, b"two"))
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    arm_reset(s)
                     return
                 elif mode == "mute":
                     while time.monotonic() < end and s.recv(65536):

@@ -6,9 +6,10 @@ frames from conformance.py).
 
 Connects to 127.0.0.1:N (over TLS without verifying the certificate, with
 --tls), upgrades, waits --delay seconds (default 0.3), sends the masked text
-frames "one" and "two" in one write, and closes the socket with SO_LINGER 0,
-so the server gets a TCP reset (and, over TLS, no close_notify). Exits 0
-once it has reset, 1 if the upgrade failed. The server's side of
+frames "one" and "two" in one write and, once the server's kernel has
+acknowledged them, closes the socket with SO_LINGER 0: the server gets a
+TCP reset (and, over TLS, no close_notify). Exits 0 once it has reset, 1
+if the upgrade failed. The server's side of
 spec/badpeer_spec.lua's reset cases: raw_server.py --mode reset is the
 client's.
 """
@@ -17,11 +18,10 @@ import base64
 import os
 import socket
 import ssl
-import struct
 import sys
 import time
 
-from conformance import TEXT, frame  # masked with a fresh key by default
+from conformance import TEXT, arm_reset, frame  # masked with a fresh key by default
 
 
 def main():
@@ -53,7 +53,7 @@ def main():
     time.sleep(args.delay)
     s.sendall(frame(TEXT, b"one") + frame(TEXT, b"two"))
     # wrap_socket took raw's descriptor: s is the socket either way.
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    arm_reset(s)
     s.close()  # the reset; closing an SSLSocket sends no close_notify
     print("RESET")
     return 0
