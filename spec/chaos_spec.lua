@@ -52,23 +52,42 @@ describe("chaos.py against a wsuv echo server", function()
   end
 end)
 
+-- Runs client (a command with a %d for the port) against a fresh
+-- chaos_serve.py (server_args: its options); returns the client's exit
+-- status and output, and its TAP counts.
+local function against_chaos_serve(server_args, client)
+  local server = H.start_server(("exec %s %schaos_serve.py --port 0 %s"):format(H.PYTHON, H.PEERS,
+    server_args))
+  local p = io.popen(client:format(server.port) .. " 2>&1; echo rc=$?")
+  local out = p:read("*a")
+  p:close()
+  H.stop(server)
+  local passed, failed = H.tap_counts(out)
+  return tonumber(out:match("rc=(%d+)%s*$")), out, passed, failed
+end
+
 describe("chaos_client.lua against a rough server (chaos_serve.py)", function()
   local C = H.certs()
   for _, tls in ipairs({ false, true }) do
     local name = "our client over %s: every session as RFC 6455 says, nothing left behind"
     it(name:format(tls and "wss://" or "ws://"), function()
-      local server = H.start_server(("exec %s %schaos_serve.py --port 0 %s"):format(H.PYTHON,
-        H.PEERS, tls and ("--cert %sserver.pem --key %sserver.key"):format(C, C) or ""))
-      local cmd = "%s %schaos_client.lua %d --seconds %s --seed %d --tls %d 2>&1; echo rc=$?"
-      local p = io.popen(cmd:format(H.lua_interpreter(), H.PEERS, server.port, SECONDS, SEED,
-        tls and 1 or 0))
-      local out = p:read("*a")
-      p:close()
-      H.stop(server)
-      local passed, failed = H.tap_counts(out)
-      assert.are.equal(0, tonumber(out:match("rc=(%d+)%s*$")), out)
+      local client = ("%s %schaos_client.lua %%d --seconds %s --seed %d --tls %d"):format(
+        H.lua_interpreter(), H.PEERS, SECONDS, SEED, tls and 1 or 0)
+      local rc, out, passed, failed = against_chaos_serve(
+        tls and ("--cert %sserver.pem --key %sserver.key"):format(C, C) or "", client)
+      assert.are.equal(0, rc, out)
       assert.are.equal(0, failed, out)
       assert.are.equal(7, passed, out) -- 6 behaviours and a heap check
     end)
   end
+
+  -- The soak fails a client that breaks the protocol only through these
+  -- 4001 closes: a client without them would pass every session.
+  it("chaos_serve.py closes a client that breaks RFC 6455 with 4001 and the breach", function()
+    local rc, out, passed, failed = against_chaos_serve("",
+      ("%s %schaos_breaker.py --port %%d"):format(H.PYTHON, H.PEERS))
+    assert.are.equal(0, rc, out)
+    assert.are.equal(0, failed, out)
+    assert.are.equal(3, passed, out) -- an unmasked frame, a pong for no ping, a wrong close code
+  end)
 end)
