@@ -145,10 +145,12 @@ static void slot_free(lua_State *L, wsuv_lloop_t *ll, int slot) {
 #define QPOOL_MAX  256
 #define QBUF_LIMIT ((uint32_t)1 << 30) /* record bytes queued, at most */
 
+/* A pooled buffer's first bytes hold the next free one (a list threaded
+ * through the free buffers). */
 static uint8_t *qbuf_take(wsuv_lloop_t *ll, int large) {
   uint8_t *p = ll->qfree[large];
   if (p) {
-    memcpy(&ll->qfree[large], p, sizeof(p));
+    memcpy(&ll->qfree[large], p, sizeof(uint8_t *));
     ll->nqfree[large]--;
   }
   return p;
@@ -161,7 +163,7 @@ static void qbuf_put(wsuv_lloop_t *ll, uint8_t *p, uint32_t cap) {
     free(p);
     return;
   }
-  memcpy(p, &ll->qfree[large], sizeof(p));
+  memcpy(p, &ll->qfree[large], sizeof(uint8_t *));
   ll->qfree[large] = p;
   ll->nqfree[large]++;
 }
