@@ -69,9 +69,9 @@ FORMAT_FILES = $(wildcard csrc/*.[ch] csrc/test/*.[ch] fuzz/*.[ch] bench/*.c \
 
 .PHONY: help deps all build build-5.1 build-5.2 build-5.3 build-5.4 core \
         ctest ctest-build test demo lint luacheck check-layers check-docs \
-        check-sources format check-format tidy asan asan-build asan-lua valgrind valgrind-lua fuzz \
-        fuzz-smoke bench bench-quick bench-core bench-deps bench-build \
-        bench-callgrind bench-transport compdb binding clean
+        check-sources format check-format tidy asan asan-build asan-lua asan-luajit \
+        valgrind valgrind-lua fuzz fuzz-smoke bench bench-quick bench-core bench-deps \
+        bench-build bench-callgrind bench-transport compdb binding clean
 
 help:
 	@echo "wsuv development targets:"
@@ -91,6 +91,7 @@ help:
 	@echo "  valgrind      C tests under valgrind"
 	@echo "  valgrind-lua  plain and TLS transport paths under valgrind (Lua 5.4)"
 	@echo "  asan-lua      busted on Lua 5.4 with wsuv.core and lua built with ASan+UBSan"
+	@echo "  asan-luajit   the same on LuaJIT (no leak detection: see the Makefile)"
 	@echo "  fuzz          build the libFuzzer targets (fuzz/fuzz_*.c)"
 	@echo "  fuzz-smoke    run each fuzz target FUZZ_SECONDS=$(FUZZ_SECONDS) on a copy of its corpus"
 	@echo "  bench         wsuv against node ws, python websockets, lua-http and raw"
@@ -199,27 +200,46 @@ asan: asan-build
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	.ci/ctest asan $(BUILD)/asan
 
-# busted's whole spec/ on Lua 5.4 with wsuv.core and the interpreter
-# (spec/host/lua_host.c) built with ASan+UBSan: the binding and the
-# transport under the sanitizers, the child Lua processes of the specs too.
-# The case of `lua -i` needs an option the host has not. build-5.4: the
-# specs that compile their own hosts load the plain build.
+# busted's whole spec/ with wsuv.core and the interpreter (spec/host/
+# lua_host.c) built with ASan+UBSan: the binding and the transport under the
+# sanitizers, the child Lua processes of the specs too. asan-lua is Lua 5.4,
+# asan-luajit LuaJIT (its FFI entry points). The case of `lua -i` needs an
+# option the host has not. build-5.4: the specs that compile their own hosts
+# load the plain build. LuaJIT runs without leak detection: its heap is not
+# malloc's, so LeakSanitizer cannot see the pointers a live loop keeps there
+# when a script ends with os.exit (a closed state frees them all).
 ASAN_LUA := $(BUILD)/asan-lua
-ASAN_LUA_CFLAGS := $(filter-out -std=c99,$(WARN)) -std=gnu11 $(SAN_FLAGS) $(LUA54_CFLAGS)
+ASAN_JIT := $(BUILD)/asan-luajit
+ASAN_HOST_CFLAGS := $(filter-out -std=c99,$(WARN)) -std=gnu11 $(SAN_FLAGS)
+LUAJIT_CFLAGS := $(shell pkg-config --cflags luajit 2>/dev/null || echo -I/usr/include/luajit-2.1)
 
 $(ASAN_LUA)/lua: spec/host/lua_host.c
 	@mkdir -p $(@D)
-	$(CLANG) $(ASAN_LUA_CFLAGS) $< $$(pkg-config --libs lua5.4) -o $@
+	$(CLANG) $(ASAN_HOST_CFLAGS) $(LUA54_CFLAGS) $< $$(pkg-config --libs lua5.4) -o $@
+
+$(ASAN_JIT)/lua: spec/host/lua_host.c
+	@mkdir -p $(@D)
+	$(CLANG) $(ASAN_HOST_CFLAGS) $(LUAJIT_CFLAGS) $< $$(pkg-config --libs luajit) -o $@
 
 $(ASAN_LUA)/wsuv/core.so: $(wildcard csrc/*.c) $(wildcard csrc/*.h)
 	@mkdir -p $(@D)
-	$(CLANG) $(ASAN_LUA_CFLAGS) -Icsrc -shared -fPIC $(filter %.c,$^) \
+	$(CLANG) $(ASAN_HOST_CFLAGS) $(LUA54_CFLAGS) -Icsrc -shared -fPIC $(filter %.c,$^) \
 	  -luv -lssl -lcrypto -lz -o $@
+
+$(ASAN_JIT)/wsuv/core.so: $(wildcard csrc/*.c) $(wildcard csrc/*.h)
+	@mkdir -p $(@D)
+	$(CLANG) $(ASAN_HOST_CFLAGS) $(LUAJIT_CFLAGS) -Icsrc -shared -fPIC $(filter %.c,$^) \
+	  -luv -lssl -lcrypto -lz -o $@
+
+ASAN_RUN := UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 .ci/busted-suite
 
 asan-lua: build-5.4 $(ASAN_LUA)/lua $(ASAN_LUA)/wsuv/core.so
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
-	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	.ci/busted-suite asan-lua $(ASAN_LUA)/lua $(ASAN_LUA) --filter-out="lua %-i"
+	$(ASAN_RUN) asan-lua $(ASAN_LUA)/lua $(ASAN_LUA) --filter-out="lua %-i"
+
+asan-luajit: build-5.4 $(ASAN_JIT)/lua $(ASAN_JIT)/wsuv/core.so
+	@ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+	$(ASAN_RUN) asan-luajit $(ASAN_JIT)/lua $(ASAN_JIT) --filter-out="lua %-i"
 
 valgrind: ctest-build
 	@.ci/ctest valgrind $(BUILD)/test $(VALGRIND) -q --error-exitcode=1 --leak-check=full

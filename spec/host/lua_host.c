@@ -1,7 +1,7 @@
-/* lua_host.c: a plain Lua 5.4 interpreter, built by `make asan-lua` with
- * ASan+UBSan so that busted, and wsuv.core under it, run sanitized (a
- * sanitized shared object needs the runtime in the executable; Debian's
- * lua5.4 has none).
+/* lua_host.c: a plain Lua interpreter, built by `make asan-lua` (Lua 5.4)
+ * and `make asan-luajit` (LuaJIT) with ASan+UBSan so that busted, and
+ * wsuv.core under it, run sanitized (a sanitized shared object needs the
+ * runtime in the executable; Debian's interpreters have none).
  *
  *   lua_host SCRIPT [ARGS...]
  *
