@@ -200,7 +200,6 @@ static void close_cb(uv_handle_t *h) {
     try_next_addr(c);
     return;
   }
-  unlink_pending(c);
   wsuv__unready(l, &c->obj);
   if (l->hooks.freed) l->hooks.freed(&c->obj);
   release_segs(c->segs, c->nsegs);
@@ -226,6 +225,10 @@ static void close_handle(wsuv_tconn_t *c) {
   c->phase = WSUV_PHASE_CLOSED;
   unlink_conn(c);
   unlink_dirty(c);
+  /* Off the server now: it clears c->server only on the connections still
+   * listed, and its close callback, which frees it, may run before ours. */
+  unlink_pending(c);
+  c->server = NULL;
   wsuv__ready(c->loop, &c->obj);
   if (!closing_already) uv_close((uv_handle_t *)&c->tcp, close_cb);
 }

@@ -638,3 +638,28 @@ describe("wsuv server", function()
     end)
   end)
 end)
+
+-- A connection closed just before its server: both handles' close
+-- callbacks wait for the next pass, and libuv runs the later one (the
+-- server's, which frees it) first. The connection must not reach back into
+-- the freed server then (a use after free that make asan-lua reports).
+describe("a server closed right after one of its connections", function()
+  it("lets go of it in either order", function()
+    local core = wsuv.core
+    local s = assert(core.listen("127.0.0.1", 0, {}))
+    local sock = H.raw_connect(s:port())
+    assert(sock:send(H.UPGRADE))
+    local c
+    H.wait_until(wsuv, function()
+      c = s:try_accept()
+      return c ~= nil
+    end, 5)
+    assert(c, "the upgrade request never arrived")
+    c:abort()
+    s:stop()
+    assert.are.same({ 0, 0 }, { H.live(wsuv) })
+    assert.are.equal("closed", c:state())
+    assert.is_true(s:closed())
+    sock:close()
+  end)
+end)
