@@ -207,39 +207,28 @@ asan: asan-build
 # option the host has not. build-5.4: the specs that compile their own hosts
 # load the plain build. LuaJIT runs without leak detection: its heap is not
 # malloc's, so LeakSanitizer cannot see the pointers a live loop keeps there
-# when a script ends with os.exit (a closed state frees them all).
-ASAN_LUA := $(BUILD)/asan-lua
-ASAN_JIT := $(BUILD)/asan-luajit
+# when a script ends with os.exit (a closed state frees them all). Per
+# interpreter (the stem of asan-%): its pkg-config name and LeakSanitizer.
+ASAN_PKG_lua := lua5.4
+ASAN_PKG_luajit := luajit
+ASAN_LEAKS_lua := 1
+ASAN_LEAKS_luajit := 0
 ASAN_HOST_CFLAGS := $(filter-out -std=c99,$(WARN)) -std=gnu11 $(SAN_FLAGS)
-LUAJIT_CFLAGS := $(shell pkg-config --cflags luajit 2>/dev/null || echo -I/usr/include/luajit-2.1)
 
-$(ASAN_LUA)/lua: spec/host/lua_host.c
+$(BUILD)/asan-%/lua: spec/host/lua_host.c
 	@mkdir -p $(@D)
-	$(CLANG) $(ASAN_HOST_CFLAGS) $(LUA54_CFLAGS) $< $$(pkg-config --libs lua5.4) -o $@
+	$(CLANG) $(ASAN_HOST_CFLAGS) $$(pkg-config --cflags $(ASAN_PKG_$*)) $< \
+	  $$(pkg-config --libs $(ASAN_PKG_$*)) -o $@
 
-$(ASAN_JIT)/lua: spec/host/lua_host.c
+$(BUILD)/asan-%/wsuv/core.so: $(wildcard csrc/*.c) $(wildcard csrc/*.h)
 	@mkdir -p $(@D)
-	$(CLANG) $(ASAN_HOST_CFLAGS) $(LUAJIT_CFLAGS) $< $$(pkg-config --libs luajit) -o $@
+	$(CLANG) $(ASAN_HOST_CFLAGS) $$(pkg-config --cflags $(ASAN_PKG_$*)) -Icsrc -shared -fPIC \
+	  $(filter %.c,$^) -luv -lssl -lcrypto -lz -o $@
 
-$(ASAN_LUA)/wsuv/core.so: $(wildcard csrc/*.c) $(wildcard csrc/*.h)
-	@mkdir -p $(@D)
-	$(CLANG) $(ASAN_HOST_CFLAGS) $(LUA54_CFLAGS) -Icsrc -shared -fPIC $(filter %.c,$^) \
-	  -luv -lssl -lcrypto -lz -o $@
-
-$(ASAN_JIT)/wsuv/core.so: $(wildcard csrc/*.c) $(wildcard csrc/*.h)
-	@mkdir -p $(@D)
-	$(CLANG) $(ASAN_HOST_CFLAGS) $(LUAJIT_CFLAGS) -Icsrc -shared -fPIC $(filter %.c,$^) \
-	  -luv -lssl -lcrypto -lz -o $@
-
-ASAN_RUN := UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 .ci/busted-suite
-
-asan-lua: build-5.4 $(ASAN_LUA)/lua $(ASAN_LUA)/wsuv/core.so
-	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
-	$(ASAN_RUN) asan-lua $(ASAN_LUA)/lua $(ASAN_LUA) --filter-out="lua %-i"
-
-asan-luajit: build-5.4 $(ASAN_JIT)/lua $(ASAN_JIT)/wsuv/core.so
-	@ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
-	$(ASAN_RUN) asan-luajit $(ASAN_JIT)/lua $(ASAN_JIT) --filter-out="lua %-i"
+asan-lua asan-luajit: asan-%: build-5.4 $(BUILD)/asan-%/lua $(BUILD)/asan-%/wsuv/core.so
+	@ASAN_OPTIONS=detect_leaks=$(ASAN_LEAKS_$*):abort_on_error=1 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	.ci/busted-suite $@ $(BUILD)/$@/lua $(BUILD)/$@ --filter-out="lua %-i"
 
 valgrind: ctest-build
 	@.ci/ctest valgrind $(BUILD)/test $(VALGRIND) -q --error-exitcode=1 --leak-check=full

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Breaks RFC 6455 against chaos_serve.py, to show that its soak would catch a
-client that does (stdlib only; frames from conformance.py).
+client that does (stdlib only; the upgrade and frames from conformance.py).
 
   /usr/bin/python3 chaos_breaker.py --port N
 
@@ -10,14 +10,11 @@ and a close code other than the one the server closed with. Prints TAP;
 exits 0 iff all three were caught.
 """
 import argparse
-import base64
-import os
-import socket
 import struct
 import sys
 
 sys.dont_write_bytecode = True
-from conformance import CLOSE, PONG, TEXT, close_payload, frame  # noqa: E402
+from conformance import CLOSE, PONG, TEXT, Closed, Conn, Fail, close_payload, frame  # noqa: E402
 
 # (request path, what to send after the upgrade, the reason 4001 must give)
 BREACHES = [
@@ -28,47 +25,25 @@ BREACHES = [
 ]
 
 
-def read_frames(s):
-    """The (opcode, payload) of every frame until the server closes TCP (or
-    stays silent past the socket's timeout)."""
-    buf, frames = b"", []
-    while True:
-        try:
-            d = s.recv(65536)
-        except (ConnectionResetError, socket.timeout):
-            d = b""
-        if not d:
-            return frames
-        buf += d
-        while len(buf) >= 2:
-            n, at = buf[1] & 0x7F, 2
-            if n == 126:
-                n, at = (struct.unpack("!H", buf[2:4])[0], 4) if len(buf) >= 4 else (None, 0)
-            elif n == 127:
-                n, at = (struct.unpack("!Q", buf[2:10])[0], 10) if len(buf) >= 10 else (None, 0)
-            if n is None or len(buf) < at + n:
-                break
-            frames.append((buf[0] & 0x0F, buf[at:at + n]))
-            buf = buf[at + n:]
-
-
 def session(port, path, data):
-    s = socket.create_connection(("127.0.0.1", port), timeout=5)
-    key = base64.b64encode(os.urandom(16)).decode()
-    s.sendall(("GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
-               "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-               "Sec-WebSocket-Version: 13\r\n\r\n" % (path, port, key)).encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = s.recv(1)
-        if not chunk:
-            return None
-        head += chunk
-    s.sendall(data)
-    closes = [p for op, p in read_frames(s) if op == CLOSE and len(p) >= 2]
-    s.close()
-    # The last close frame is the server's answer to the breach.
-    return (struct.unpack("!H", closes[-1][:2])[0], closes[-1][2:].decode()) if closes else None
+    """Upgrades (conformance.Conn), sends data, and returns the (code,
+    reason) of the last close frame the server sent before it closed TCP or
+    went silent: its answer to the breach."""
+    try:
+        c = Conn("127.0.0.1", port, path, 5.0)
+    except (Fail, OSError) as e:
+        return "no upgrade: %s" % e
+    c.write(data)
+    last = None
+    try:
+        while True:
+            _, op, payload = c.read_frame()
+            if op == CLOSE and len(payload) >= 2:
+                last = (struct.unpack("!H", payload[:2])[0], payload[2:].decode())
+    except (Closed, Fail):
+        pass
+    c.sock.close()
+    return last
 
 
 def main():
