@@ -18,6 +18,7 @@ CLANG_FORMAT ?= clang-format
 CLANG_TIDY ?= clang-tidy
 LUAROCKS ?= luarocks
 LUACHECK ?= luacheck
+SHELLCHECK ?= shellcheck
 VALGRIND ?= valgrind
 BUILD := build
 
@@ -69,7 +70,7 @@ FORMAT_FILES = $(wildcard csrc/*.[ch] csrc/test/*.[ch] fuzz/*.[ch] bench/*.c \
 
 .PHONY: help deps all build build-5.1 build-5.2 build-5.3 build-5.4 core \
         ctest ctest-build test demo lint luacheck check-layers check-docs \
-        check-sources format check-format tidy asan asan-build asan-lua asan-luajit \
+        check-sources shellcheck format check-format tidy asan asan-build asan-lua asan-luajit \
         valgrind valgrind-lua fuzz fuzz-smoke bench bench-quick bench-core bench-deps \
         bench-build bench-callgrind bench-transport compdb binding clean
 
@@ -83,7 +84,7 @@ help:
 	@echo "  ctest         build and run the C tests (csrc/test/test_*.c)"
 	@echo "  test          deps, build, C tests, busted on LUAS=\"$(LUAS)\"; one summary line"
 	@echo "  demo          deps, build, run examples/echo_server.lua"
-	@echo "  lint          luacheck, check-layers, check-docs, check-sources, check-format"
+	@echo "  lint          luacheck, check-layers, check-docs, check-sources, shellcheck, check-format"
 	@echo "  format        clang-format -i the C sources"
 	@echo "  check-format  fail if clang-format would change a C source"
 	@echo "  tidy          clang-tidy over the core (.clang-tidy)"
@@ -174,6 +175,12 @@ check-docs:
 
 check-sources:
 	@.ci/check-sources
+
+# Every shell script of the repository, found by its #! line.
+SHELL_SCRIPTS = $(shell grep -lE '^\#!(/bin/|/usr/bin/env )(ba)?sh' .ci/* bench/* spec/peers/* 2>/dev/null)
+
+shellcheck:
+	$(SHELLCHECK) $(SHELL_SCRIPTS)
 
 format:
 	$(CLANG_FORMAT) -i $(FORMAT_FILES)

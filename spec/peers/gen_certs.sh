@@ -14,15 +14,18 @@ set -eu
 d=${1:?usage: gen_certs.sh DIR}
 mkdir -p "$d"
 cd "$d"
-ec="-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+# req ARGS...: openssl req making a new unencrypted P-256 key.
+req() {
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "$@" 2>/dev/null
+}
 
 ca() { # ca NAME CN
-  openssl req -x509 $ec -days 30 -subj "/CN=$2" -keyout "$1.key" -out "$1.pem" \
-    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=keyCertSign,cRLSign 2>/dev/null
+  req -x509 -days 30 -subj "/CN=$2" -keyout "$1.key" -out "$1.pem" \
+    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=keyCertSign,cRLSign
 }
 # leaf NAME CN ISSUER DAYS EXT
 leaf() {
-  openssl req $ec -subj "/CN=$2" -keyout "$1.key" -out "$1.csr" 2>/dev/null
+  req -subj "/CN=$2" -keyout "$1.key" -out "$1.csr"
   printf '%s\nbasicConstraints=CA:FALSE\n' "$5" >"$1.ext"
   openssl x509 -req -in "$1.csr" -CA "$3.pem" -CAkey "$3.key" -CAcreateserial \
     -days "$4" -extfile "$1.ext" -out "$1.pem" 2>/dev/null
@@ -33,7 +36,7 @@ local_san='subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost'
 ca ca wsuv-test-ca
 ca other-ca wsuv-other-ca
 # Intermediate CA, signed by the root.
-openssl req $ec -subj /CN=wsuv-test-intermediate -keyout inter.key -out inter.csr 2>/dev/null
+req -subj /CN=wsuv-test-intermediate -keyout inter.key -out inter.csr
 printf 'basicConstraints=critical,CA:TRUE\nkeyUsage=keyCertSign,cRLSign\n' >inter.ext
 openssl x509 -req -in inter.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 30 \
   -extfile inter.ext -out inter.pem 2>/dev/null
@@ -46,6 +49,5 @@ cat inter.pem >>server2.pem
 leaf expired 127.0.0.1 ca -1 "$local_san"
 leaf wronghost other.example ca 30 'subjectAltName=DNS:other.example'
 leaf client wsuv-client ca 30 'extendedKeyUsage=clientAuth'
-openssl req -x509 $ec -days 30 -subj /CN=127.0.0.1 -addext "$local_san" \
-  -keyout self.key -out self.pem 2>/dev/null
+req -x509 -days 30 -subj /CN=127.0.0.1 -addext "$local_san" -keyout self.key -out self.pem
 rm -f ./*.srl
