@@ -14,6 +14,7 @@ exclude_files = { ".rocks/**", "build/**" }
 
 files["spec"] = { std = "+busted", globals = { "TEST_TIMEOUT" } }
 files["examples/love"] = { globals = { "love" } }
+files["spec/peers/love_harness"] = { globals = { "love" } }
 -- The only Lua file with version shims, and the only one allowed to ignore
 -- warnings: 113 (undefined global: unpack, setfenv, loadstring on 5.2+) and
 -- 143 (undefined field of a global: table.unpack on 5.1). `make luacheck`

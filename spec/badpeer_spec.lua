@@ -219,16 +219,10 @@ describe("our server against raw TCP abuse", function()
   local proc, port
   local sockets = {}
 
-  local function lua_env()
-    return ("env LUA_PATH=%s LUA_CPATH=%s LUA_PATH_5_4=%s LUA_CPATH_5_4=%s"):format(
-      H.sh_quote(package.path), H.sh_quote(package.cpath),
-      H.sh_quote(package.path), H.sh_quote(package.cpath))
-  end
-
   lazy_setup(function()
     local out, pidfile = H.tmpname(), H.tmpname()
     os.execute(("%s %s examples/echo_server.lua 0 > %s 2>&1 & echo $! > %s"):format(
-      lua_env(), H.lua_interpreter(), out, pidfile))
+      H.lua_env(), H.lua_interpreter(), out, pidfile))
     proc = { pid = tonumber(H.read_file(pidfile)), log = out }
     H.remove(pidfile)
     assert(proc.pid, "could not start examples/echo_server.lua")

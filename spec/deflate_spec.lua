@@ -62,10 +62,7 @@ end
 
 -- The environment that lets a child Lua find wsuv as this process does.
 local function lua_cmd(script)
-  return ("env LUA_PATH=%s LUA_CPATH=%s LUA_PATH_5_4=%s LUA_CPATH_5_4=%s %s %s"):format(
-    H.sh_quote(package.path), H.sh_quote(package.cpath),
-    H.sh_quote(package.path), H.sh_quote(package.cpath),
-    H.lua_interpreter(), H.PEERS .. script)
+  return ("%s %s %s"):format(H.lua_env(), H.lua_interpreter(), H.PEERS .. script)
 end
 
 -- Peak and current resident set size of a process, in KiB.

@@ -139,6 +139,14 @@ function H.start_job(cmd)
   return { pid = pid, out = out, rc = rc }
 end
 
+-- An env command prefix that lets a child Lua find wsuv as this process
+-- does (LUA_*_5_4 too, which Lua 5.4 reads first).
+function H.lua_env()
+  local path, cpath = sh_quote(package.path), sh_quote(package.cpath)
+  return ("env LUA_PATH=%s LUA_CPATH=%s LUA_PATH_5_4=%s LUA_CPATH_5_4=%s"):format(path, cpath,
+    path, cpath)
+end
+
 -- Runs examples/<name> on a free port (its first argument, 0) in a child
 -- process, waits for the ws:// URL it prints, calls fn(url) and stops it;
 -- an error in fn is raised after the child is gone.

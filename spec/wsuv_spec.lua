@@ -432,17 +432,10 @@ describe("wsuv scheduler", function()
       echo_proc = nil
     end)
 
-    local function env_prefix()
-      local ver = (_VERSION == "Lua 5.4") and "5.4" or "5.1"
-      return ("LUA_PATH=%s LUA_CPATH=%s "):format(
-        H.sh_quote("./lua/?.lua;./lua/?/init.lua;;"),
-        H.sh_quote("./.rocks/lib/lua/" .. ver .. "/?.so;;"))
-    end
-
     local function start_echo(lua)
       local out, pidfile = H.tmpname(), H.tmpname()
-      os.execute(("%s%s examples/echo_server.lua 0 > %s 2>&1 & echo $! > %s"):format(
-        env_prefix(), lua, out, pidfile))
+      os.execute(("%s %s examples/echo_server.lua 0 > %s 2>&1 & echo $! > %s"):format(
+        H.lua_env(), lua, out, pidfile))
       echo_proc = { pid = tonumber(H.read_file(pidfile)), log = out }
       H.remove(pidfile)
       assert(echo_proc.pid, "could not start the echo server")
@@ -457,11 +450,10 @@ describe("wsuv scheduler", function()
       error("echo server did not start: " .. (H.read_file(out) or ""))
     end
 
-    it("lua -i connects, sends, receives and closes line by line", function()
+    it("lua -i examples/repl.lua connects, sends, receives and closes line by line", function()
       local lua = H.lua_interpreter()
       local url = start_echo(lua)
       local script = table.concat({
-        'wsuv = require "wsuv"',
         ("c = assert(wsuv.connect(%q))"):format(url),
         'c:send("hi")',
         "print(c:receive())",
@@ -472,7 +464,8 @@ describe("wsuv scheduler", function()
       local f = assert(io.open(input, "wb"))
       f:write(script)
       f:close()
-      local p = assert(io.popen(("%s%s -i < %s 2>&1"):format(env_prefix(), lua, input)))
+      local p = assert(io.popen(("%s %s -i examples/repl.lua < %s 2>&1"):format(H.lua_env(), lua,
+        input)))
       local out = p:read("*a")
       p:close()
       H.remove(input)
@@ -480,6 +473,7 @@ describe("wsuv scheduler", function()
         pending("luajit -i did not run the piped lines: " .. out)
         return
       end
+      assert.truthy(out:find("loaded as the global `wsuv`", 1, true), out)
       assert.truthy(out:find("hi\ttext", 1, true), out)
       assert.truthy(out:find("true\t1000", 1, true), out)
     end)

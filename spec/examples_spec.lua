@@ -1,0 +1,79 @@
+-- spec/examples_spec.lua: the examples the README points to, run as a user
+-- runs them, against examples/echo_server.lua in a child process:
+-- examples/client.lua from the command line, and examples/love in LÖVE 11
+-- itself (Debian's love, LuaJIT inside), headless, driven by LÖVE's own
+-- loop through spec/peers/love_harness. (The REPL is in wsuv_spec.lua.)
+local H = require "spec.helper"
+local wsuv = require "wsuv"
+
+local LOVE = "/usr/bin/love"
+
+-- LÖVE 11 runs LuaJIT: it loads the plain Lua 5.1 build, whatever this
+-- process loads.
+local LOVE_ENV = ("env LUA_PATH=%s LUA_CPATH=%s"):format(
+  H.sh_quote("./lua/?.lua;./lua/?/init.lua;;"), H.sh_quote("./.rocks/lib/lua/5.1/?.so;;"))
+
+-- Runs cmd to its end; returns its exit status and output.
+local function run(cmd)
+  local p = assert(io.popen(cmd .. " 2>&1; echo rc=$?"))
+  local out = p:read("*a")
+  p:close()
+  return tonumber(out:match("rc=(%d+)%s*$")), out
+end
+
+describe("examples", function()
+  it("client.lua connects, gets its message back, pings and closes with 1000", function()
+    H.with_example(wsuv, "echo_server.lua", function(url)
+      local rc, out = run(("%s timeout 20 %s examples/client.lua %s %s"):format(H.lua_env(),
+        H.lua_interpreter(), H.sh_quote(url), H.sh_quote("héllo, echo")))
+      assert.are.equal(0, rc, out)
+      assert.truthy(out:find("connected: ", 1, true), out)
+      assert.truthy(out:find("received text: héllo, echo\n", 1, true), out)
+      local ms = tonumber(out:match("ping round trip: ([%d.]+) ms"))
+      assert.is_true(ms ~= nil and ms >= 0 and ms < 5000, out)
+      assert.truthy(out:find("closed, server replied with code 1000\n", 1, true), out)
+    end)
+  end)
+
+  it("client.lua reports a refused connection and exits 1", function()
+    -- A port that was free a moment ago: nothing listens there now.
+    local s = assert(wsuv.listen { host = "127.0.0.1", port = 0, on_connect = function() end })
+    local port = s.port
+    s:close()
+    local rc, out = run(("%s timeout 20 %s examples/client.lua ws://127.0.0.1:%d/"):format(
+      H.lua_env(), H.lua_interpreter(), port))
+    assert.are.equal(1, rc, out)
+    assert.truthy(out:find("client: connect: connection refused", 1, true), out)
+  end)
+
+  describe("love/main.lua in LÖVE", function()
+    if not H.exists(LOVE) then
+      io.stderr:write("examples_spec: pending: ", LOVE, " is not installed (.ci/deps)\n")
+      pending("love is not installed: .ci/deps could not install it")
+      return
+    end
+    if not H.exists("./.rocks/lib/lua/5.1/wsuv/core.so") then
+      pending("needs the Lua 5.1 build of wsuv.core (make build-5.1): LÖVE runs LuaJIT")
+      return
+    end
+
+    it("connects at load, echoes what space sends, and never stalls a frame", function()
+      H.with_example(wsuv, "echo_server.lua", function(url)
+        local rc, out = run(("%s timeout 30 %s %slove_harness %s %s"):format(LOVE_ENV, LOVE,
+          H.PEERS, "examples/love", H.sh_quote(url)))
+        assert.are.equal(0, rc, out)
+        assert.truthy(out:find("screen: connected\n", 1, true), out)
+        assert.truthy(out:match("screen: < hello at %d%d:%d%d:%d%d\n"), out)
+        assert.truthy(out:find("echoed yes", 1, true), out)
+        -- 60 idle frames after the echo: a step() that waited for input
+        -- would hang there (and timeout 30 would fail the run).
+        local frames = tonumber(out:match("frames (%d+)"))
+        assert.is_true(frames ~= nil and frames >= 61, out)
+        -- The longest love.update, connect excluded (that is love.load):
+        -- a quarter of a second would be a visible stall.
+        local slowest = tonumber(out:match("slowest_ms ([%d.]+)"))
+        assert.is_true(slowest ~= nil and slowest < 250, out)
+      end)
+    end)
+  end)
+end)
