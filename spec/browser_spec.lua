@@ -4,7 +4,10 @@
 -- ArrayBuffer), a 1 MiB message and non-ASCII text, checks every echo, and
 -- sends a report; the server closes with 1000 "done", and the page reports
 -- how its close event saw that on a second connection. Both sides are
--- checked: what the server received and what the page saw. chromium is
+-- checked: what the server received and what the page saw. Three servers:
+-- plain ws:// (declining the browser's permessage-deflate offer), ws://
+-- with compression, and wss:// (https:// page) with compression, whose
+-- certificate chromium accepts by its public key's hash only. chromium is
 -- started in a session of its own, and killed with everything it started.
 local H = require "spec.helper"
 local wsuv = require "wsuv"
@@ -35,7 +38,7 @@ local PAGE = [[
 <html><head><meta charset="utf-8"><title>wsuv browser spec</title></head>
 <body><script>
 "use strict";
-const URL = "ws://127.0.0.1:@PORT@/ws";
+const URL = "@SCHEME@://127.0.0.1:@PORT@/ws";
 const UNICODE = "@UNICODE@";
 function pattern(n) {
   const a = new Uint8Array(n);
@@ -155,13 +158,18 @@ local function kill_session(sid, dir)
   return pids
 end
 
-describe("a real browser (headless chromium) against our server", function()
-  if not readable(CHROMIUM) then
-    io.stderr:write("browser_spec: pending: ", CHROMIUM, " is not installed (.ci/deps)\n")
-    pending("chromium is not installed: .ci/deps could not install it")
-    return
-  end
+-- base64 of the SHA-256 of the certificate's public key (SubjectPublicKeyInfo,
+-- DER), which --ignore-certificate-errors-spki-list takes.
+local function spki_hash(cert)
+  local p = assert(io.popen(("openssl x509 -in %s -pubkey -noout | openssl pkey -pubin -outform der"
+    .. " | openssl dgst -sha256 -binary | openssl base64 -A"):format(H.sh_quote(cert))))
+  local hash = p:read("*a")
+  p:close()
+  return assert(hash:match("^[%w+/=]+$"), "no SPKI hash of " .. cert)
+end
 
+-- variant: {name, tls = bool, compression = bool}
+local function against(variant)
   local st = { received = {}, ends = {}, requests = {} }
   local expected = {
     { kind = "text", data = "hello from the browser" },
@@ -182,6 +190,7 @@ describe("a real browser (headless chromium) against our server", function()
       end
       if kind == "text" and msg:sub(1, 7) == "REPORT " then
         st.report = msg:sub(8)
+        st.compression, st.tls = conn:compression(), conn:tls_info()
         st.close_ok, st.close_code = conn:close(1000, "done")
       elseif kind == "text" and msg:sub(1, 7) == "CLOSED " then
         st.closeinfo = msg:sub(8)
@@ -195,15 +204,20 @@ describe("a real browser (headless chromium) against our server", function()
     end
   end
 
+  local scheme = variant.tls and "https" or "http"
   lazy_setup(function()
+    local C = variant.tls and H.certs()
     local srv = assert(wsuv.listen {
       host = "127.0.0.1",
       port = 0,
       path = "/ws",
+      tls = C and { cert = C .. "server.pem", key = C .. "server.key" } or nil,
+      compression = variant.compression,
       http = function(req)
         if req.path == "/" then
           local page = PAGE:gsub("@(%u+)@", {
             PORT = tostring(st.port), UNICODE = UNICODE, BIG = tostring(BIG),
+            SCHEME = variant.tls and "wss" or "ws",
           })
           return 200, { ["Content-Type"] = "text/html; charset=utf-8" }, page
         end
@@ -233,7 +247,8 @@ describe("a real browser (headless chromium) against our server", function()
       "--no-first-run", "--no-default-browser-check", "--disable-extensions",
       "--disable-background-networking", "--disable-component-update", "--disable-sync",
       "--disable-dev-shm-usage", "--mute-audio",
-      ("http://127.0.0.1:%d/"):format(srv.port),
+      C and "--ignore-certificate-errors-spki-list=" .. spki_hash(C .. "server.pem") or "",
+      ("%s://127.0.0.1:%d/"):format(scheme, srv.port),
     }, " "), log)
     local ok, err = pcall(function()
       H.wait_until(wsuv, function()
@@ -263,7 +278,7 @@ describe("a real browser (headless chromium) against our server", function()
     assert.is_truthy(st.requests[1], diag())
     local req = st.requests[1]
     assert.are.equal("/ws", req.path)
-    assert.are.equal(("http://127.0.0.1:%d"):format(st.port), req.origin)
+    assert.are.equal(("%s://127.0.0.1:%d"):format(scheme, st.port), req.origin)
     assert.is_truthy((req.headers["user-agent"] or ""):find("Chrome", 1, true), diag())
     local offered = req.headers["sec-websocket-extensions"] or ""
     assert.is_truthy(offered:find("permessage-deflate", 1, true), offered)
@@ -277,14 +292,39 @@ describe("a real browser (headless chromium) against our server", function()
     end
   end)
 
-  it("the page got every echo back intact, no error, no extension", function()
+  it("the page got every echo back intact, with no error", function()
     assert.is_truthy(st.report, diag())
     assert.is_truthy(st.report:find(
       '"steps":{"text":true,"binary":true,"big":true,"unicode":true}', 1, true), st.report)
     assert.is_truthy(st.report:find('"errors":[]', 1, true), st.report)
-    -- We decline permessage-deflate: the browser reports no extension.
-    assert.is_truthy(st.report:find('"extensions":""', 1, true), st.report)
   end)
+
+  if variant.compression then
+    it("permessage-deflate is agreed, and both sides compress", function()
+      assert.is_truthy(st.report, diag())
+      local ext = st.report:match('"extensions":"([^"]*)"')
+      assert.is_truthy(ext and ext:find("^permessage%-deflate"), st.report)
+      assert.is_table(st.compression, diag())
+      assert.are.equal(ext, st.compression.extension)
+      -- chromium compressed its four messages at least (and the report);
+      -- we, three: the 22-byte text is under the default threshold of 32.
+      assert.is_true(st.compression.received >= 4, "received " .. st.compression.received)
+      assert.are.equal(3, st.compression.sent)
+    end)
+  else
+    it("we decline permessage-deflate: the browser reports no extension", function()
+      assert.is_truthy(st.report, diag())
+      assert.is_truthy(st.report:find('"extensions":""', 1, true), st.report)
+      assert.is_nil(st.compression)
+    end)
+  end
+
+  if variant.tls then
+    it("the page and its WebSocket came over TLS 1.3", function()
+      assert.is_table(st.tls, diag())
+      assert.are.equal("TLSv1.3", st.tls.version)
+    end)
+  end
 
   it("the closing handshake is clean on both sides", function()
     -- Our close(1000, "done") got the browser's 1000 back...
@@ -298,4 +338,21 @@ describe("a real browser (headless chromium) against our server", function()
   it("leaves no chromium process behind", function()
     assert.are.same({}, left, "processes left of session " .. tostring(sid))
   end)
+end
+
+describe("a real browser (headless chromium) against our server", function()
+  if not readable(CHROMIUM) then
+    io.stderr:write("browser_spec: pending: ", CHROMIUM, " is not installed (.ci/deps)\n")
+    pending("chromium is not installed: .ci/deps could not install it")
+    return
+  end
+  for _, variant in ipairs({
+    { name = "ws://" },
+    { name = "ws:// with permessage-deflate", compression = true },
+    { name = "wss:// with permessage-deflate", tls = true, compression = true },
+  }) do
+    describe(variant.name, function()
+      against(variant)
+    end)
+  end
 end)
