@@ -60,7 +60,7 @@ BENCH_BIN := $(BUILD)/bench/bench_core
 LOADGEN_BIN := $(BUILD)/bench/loadgen
 RAW_ECHO_BIN := $(BUILD)/bench/raw_echo
 FORMAT_FILES = $(wildcard csrc/*.[ch] csrc/test/*.[ch] fuzz/*.[ch] bench/*.c \
-                 bench/servers/*.c)
+                 bench/servers/*.c examples/*.c)
 
 # Objects only named in pattern rules would count as intermediate and be
 # deleted after each build; keep them so rebuilds are incremental.
@@ -71,7 +71,7 @@ FORMAT_FILES = $(wildcard csrc/*.[ch] csrc/test/*.[ch] fuzz/*.[ch] bench/*.c \
 .PHONY: help deps all build build-5.1 build-5.2 build-5.3 build-5.4 core \
         ctest ctest-build test demo lint luacheck check-layers check-docs \
         check-sources shellcheck format check-format tidy asan asan-build asan-lua asan-luajit \
-        valgrind valgrind-lua fuzz fuzz-smoke bench bench-quick bench-core bench-deps \
+        valgrind valgrind-lua fuzz fuzz-smoke examples-c bench bench-quick bench-core bench-deps \
         bench-build bench-callgrind bench-transport compdb binding clean
 
 help:
@@ -269,6 +269,14 @@ $(BUILD)/fuzz/%: $(BUILD)/fuzz/target/%.o $(FUZZ_OBJS)
 
 fuzz-smoke: fuzz
 	@.ci/fuzz-smoke $(FUZZ_BINS)
+
+# The C example on the core alone (examples/c_client.c): what an engine
+# without Lua links.
+examples-c: $(BUILD)/examples/c_client
+
+$(BUILD)/examples/c_client: examples/c_client.c $(CORE_HDRS) $(CORE_LIB)
+	@mkdir -p $(@D)
+	$(CC) $(WARN) -O2 -Icsrc $< $(CORE_LIB) $(LDLIBS) -o $@
 
 # Benchmarks are never part of `make test`: bench/ is outside the C test
 # glob (csrc/test/test_*.c) and busted's spec/ directory.

@@ -1,8 +1,9 @@
 -- spec/examples_spec.lua: the examples the README points to, run as a user
 -- runs them, against examples/echo_server.lua in a child process:
--- examples/client.lua from the command line, and examples/love in LÖVE 11
--- itself (Debian's love, LuaJIT inside), headless, driven by LÖVE's own
--- loop through spec/peers/love_harness. (The REPL is in wsuv_spec.lua.)
+-- examples/client.lua from the command line, examples/c_client.c (the core
+-- alone, from C; compiled here into a temporary file), and examples/love in
+-- LÖVE 11 itself (Debian's love, LuaJIT inside), headless, driven by LÖVE's
+-- own loop through spec/peers/love_harness. (The REPL is in wsuv_spec.lua.)
 local H = require "spec.helper"
 local wsuv = require "wsuv"
 
@@ -21,6 +22,14 @@ local function run(cmd)
   return tonumber(out:match("rc=(%d+)%s*$")), out
 end
 
+-- A port that was free a moment ago: nothing listens there now.
+local function closed_port()
+  local s = assert(wsuv.listen { host = "127.0.0.1", port = 0, on_connect = function() end })
+  local port = s.port
+  s:close()
+  return port
+end
+
 describe("examples", function()
   it("client.lua connects, gets its message back, pings and closes with 1000", function()
     H.with_example(wsuv, "echo_server.lua", function(url)
@@ -36,14 +45,48 @@ describe("examples", function()
   end)
 
   it("client.lua reports a refused connection and exits 1", function()
-    -- A port that was free a moment ago: nothing listens there now.
-    local s = assert(wsuv.listen { host = "127.0.0.1", port = 0, on_connect = function() end })
-    local port = s.port
-    s:close()
+    local port = closed_port()
     local rc, out = run(("%s timeout 20 %s examples/client.lua ws://127.0.0.1:%d/"):format(
       H.lua_env(), H.lua_interpreter(), port))
     assert.are.equal(1, rc, out)
     assert.truthy(out:find("client: connect: connection refused", 1, true), out)
+  end)
+
+  describe("c_client.c on the core alone", function()
+    local exe, build_rc, build_out
+    lazy_setup(function()
+      exe = H.tmpname()
+      build_rc, build_out = run(("cc -std=c99 -Wall -Wextra -Werror -O1 -Icsrc examples/c_client.c"
+        .. " csrc/ws_*.c -lcrypto -lz -o %s"):format(H.sh_quote(exe)))
+    end)
+    lazy_teardown(function()
+      H.remove(exe)
+    end)
+
+    it("compiles without a warning", function()
+      assert.are.equal(0, build_rc, build_out)
+    end)
+
+    it("connects, gets its message back and closes with 1000, one step per frame", function()
+      H.with_example(wsuv, "echo_server.lua", function(url)
+        local port = url:match(":(%d+)/")
+        local rc, out = run(("timeout 20 %s %s %s"):format(H.sh_quote(exe), port,
+          H.sh_quote("héllo from C")))
+        assert.are.equal(0, rc, out)
+        assert.truthy(out:find("connected: " .. url .. "\n", 1, true), out)
+        assert.truthy(out:find("received text: héllo from C\n", 1, true), out)
+        assert.truthy(out:find("closed, server replied with code 1000\n", 1, true), out)
+        local frames = tonumber(out:match("frames: (%d+)"))
+        assert.is_true(frames ~= nil and frames >= 2, out)
+      end)
+    end)
+
+    it("reports a refused connection and exits 1", function()
+      local port = closed_port()
+      local rc, out = run(("timeout 20 %s %d"):format(H.sh_quote(exe), port))
+      assert.are.equal(1, rc, out)
+      assert.truthy(out:find("c_client: connect: Connection refused", 1, true), out)
+    end)
   end)
 
   describe("love/main.lua in LÖVE", function()
