@@ -74,6 +74,7 @@ build = {
     ["wsuv.scheduler"] = "lua/wsuv/scheduler.lua",
     ["wsuv.conn"] = "lua/wsuv/conn.lua",
     ["wsuv.server"] = "lua/wsuv/server.lua",
+    ["wsuv.room"] = "lua/wsuv/room.lua",
     ["wsuv.url"] = "lua/wsuv/url.lua",
     ["wsuv.compat"] = "lua/wsuv/compat.lua",
     ["wsuv.cli"] = "lua/wsuv/cli.lua",

@@ -1359,51 +1359,134 @@ static int l_server_closed(lua_State *L) {
   return 1;
 }
 
-/* server:broadcast(data[, kind[, policy]]) -> sent, skipped
- * The payload is pinned once and shared by every receiver's write. */
+/* ---- Broadcasts: one frame for many server connections ----------------- */
+
+typedef struct {
+  wsuv_shared_frame_t f;
+  lpin_t *pin;
+  wsuv_tconn_t *except; /* skipped without counting, or NULL */
+  int close_slow;       /* a receiver over max_queued is closed (1009) */
+  lua_Integer sent, skipped;
+} bcast_t;
+
+/* Checks the arguments of a broadcast, data at idx, then kind, close_slow,
+ * except, and encodes its frame once: every receiver's write points at it.
+ * Broadcasts are never compressed. Returns 0 or a WSUV error. */
+static int bcast_begin(lua_State *L, wsuv_lloop_t *ll, int idx, bcast_t *bc) {
+  size_t len;
+  const char *data = luaL_checklstring(L, idx, &len);
+  unsigned opcode = check_opcode(L, idx + 1);
+  if (opcode != WSUV_OP_TEXT && opcode != WSUV_OP_BINARY)
+    return luaL_argerror(L, idx + 1, "text or binary");
+  if (opcode == WSUV_OP_TEXT && !wsuv_utf8_valid((const uint8_t *)data, len))
+    return luaL_argerror(L, idx, "text is not valid UTF-8");
+  bc->close_slow = lua_toboolean(L, idx + 2);
+  bc->except = NULL;
+  if (!lua_isnoneornil(L, idx + 3)) {
+    wsuv_lconn_t *e = luaL_checkudata(L, idx + 3, WSUV_CONN_MT);
+    bc->except = e->c;
+  }
+  bc->sent = bc->skipped = 0;
+  bc->pin = len >= WSUV_PIN_MIN ? pin_string(L, ll, idx) : NULL;
+  int err = wsuv__share_frame(&ll->loop, opcode, (const uint8_t *)data, len,
+                              bc->pin ? &bc->pin->base : NULL, &bc->f);
+  if (err) pin_drop(bc->pin);
+  return err;
+}
+
+static void bcast_to(bcast_t *bc, wsuv_tconn_t *c) {
+  if (c == bc->except) return;
+  int err = wsuv__send_shared(c, &bc->f);
+  if (err == 0) {
+    bc->sent++;
+    return;
+  }
+  bc->skipped++;
+  if (err == WSUV_EBUFFULL && bc->close_slow)
+    wsuv__abort(c, WSUV_EBUFFULL, "send buffer full");
+}
+
+static int bcast_end(lua_State *L, bcast_t *bc) {
+  pin_drop(bc->pin);
+  lua_pushinteger(L, bc->sent);
+  lua_pushinteger(L, bc->skipped);
+  return 2;
+}
+
+/* server:broadcast(data[, kind[, close_slow[, except]]]) -> sent, skipped */
 static int l_server_broadcast(lua_State *L) {
   wsuv_lserver_t *b = check_server(L);
-  size_t len;
-  const char *data = luaL_checklstring(L, 2, &len);
-  unsigned opcode = check_opcode(L, 3);
-  int close_slow = lua_toboolean(L, 4);
-  if (opcode != WSUV_OP_TEXT && opcode != WSUV_OP_BINARY)
-    return luaL_argerror(L, 3, "text or binary");
-  if (opcode == WSUV_OP_TEXT && !wsuv_utf8_valid((const uint8_t *)data, len))
-    return luaL_argerror(L, 2, "text is not valid UTF-8");
-  lua_Integer sent = 0, skipped = 0;
-  if (!b->s) { /* stopped: no receivers */
-    lua_pushinteger(L, 0);
-    lua_pushinteger(L, 0);
-    return 2;
-  }
-  lpin_t *pin = len >= WSUV_PIN_MIN ? pin_string(L, b->ll, 2) : NULL;
-  /* One encoding for every receiver: broadcasts are never compressed. */
-  wsuv_shared_frame_t f;
-  int err = wsuv__share_frame(&b->ll->loop, opcode, (const uint8_t *)data, len,
-                              pin ? &pin->base : NULL, &f);
-  if (err) {
-    pin_drop(pin);
-    return wsuv__lua_push_error(L, err, NULL);
-  }
+  bcast_t bc;
+  int err = bcast_begin(L, b->ll, 2, &bc);
+  if (err) return wsuv__lua_push_error(L, err, NULL);
   wsuv_tconn_t *next;
-  for (wsuv_tconn_t *c = b->ll->loop.conns; c; c = next) {
-    next = c->next;
-    if (c->server != b->s || c->phase != WSUV_PHASE_OPEN || !c->obj.data)
-      continue;
-    err = wsuv__send_shared(c, &f);
-    if (err == 0) {
-      sent++;
-      continue;
-    }
-    skipped++;
-    if (err == WSUV_EBUFFULL && close_slow)
-      wsuv__abort(c, WSUV_EBUFFULL, "send buffer full");
+  for (wsuv_tconn_t *c = b->ll->loop.conns; c && b->s; c = next) {
+    next = c->next; /* bcast_to may close c */
+    if (c->server == b->s && c->phase == WSUV_PHASE_OPEN && c->obj.data)
+      bcast_to(&bc, c);
   }
-  pin_drop(pin);
-  lua_pushinteger(L, sent);
-  lua_pushinteger(L, skipped);
-  return 2;
+  return bcast_end(L, &bc);
+}
+
+/* Rooms (lua/wsuv/room.lua) are Lua tables whose keys are connections.
+ * A member that is no longer open will never be again: it is removed when
+ * met (clearing a field is allowed during lua_next). */
+static wsuv_tconn_t *room_member(lua_State *L, int set, int key) {
+  wsuv_lconn_t *b = lua_touserdata(L, key);
+  if (b && lua_rawlen(L, key) == sizeof(*b) && b->magic == WSUV_LCONN_MAGIC &&
+      b->c && b->c->phase == WSUV_PHASE_OPEN && b->c->ws_inited &&
+      b->c->ws.state == WSUV_STATE_OPEN)
+    return b->c;
+  lua_pushvalue(L, key);
+  lua_pushnil(L);
+  lua_rawset(L, set);
+  return NULL;
+}
+
+/* core.room_join(set, conn) -> true | nil, "closed", "ECLOSED" | false
+ * for a client's connection (Lua raises) */
+int wsuv__lua_room_join(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  wsuv_lconn_t *b = luaL_checkudata(L, 2, WSUV_CONN_MT);
+  if (b->role != WSUV_ROLE_SERVER) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  lua_pushvalue(L, 2);
+  lua_pushboolean(L, 1);
+  lua_rawset(L, 1);
+  if (!room_member(L, 1, 2))
+    return wsuv__lua_push_error(L, WSUV_ECLOSED, "closed");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* core.room_count(set) -> open members (removing the others) */
+int wsuv__lua_room_count(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_Integer n = 0;
+  lua_pushnil(L);
+  while (lua_next(L, 1)) {
+    lua_pop(L, 1);
+    if (room_member(L, 1, lua_gettop(L))) n++;
+  }
+  lua_pushinteger(L, n);
+  return 1;
+}
+
+/* core.room_broadcast(set, data, kind, close_slow, except) -> sent, skipped */
+int wsuv__lua_room_broadcast(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  bcast_t bc;
+  int err = bcast_begin(L, wsuv__lua_loop(L), 2, &bc);
+  if (err) return wsuv__lua_push_error(L, err, NULL);
+  lua_pushnil(L);
+  while (lua_next(L, 1)) {
+    lua_pop(L, 1);
+    wsuv_tconn_t *c = room_member(L, 1, lua_gettop(L));
+    if (c) bcast_to(&bc, c);
+  }
+  return bcast_end(L, &bc);
 }
 
 /* server:clients() -> array of open connections */

@@ -96,6 +96,10 @@ wsuv_lconn_t *wsuv__lua_new_conn(lua_State *L, wsuv_lloop_t *ll,
                                  wsuv_tconn_t *c);
 int wsuv__lua_connect(lua_State *L);
 int wsuv__lua_listen(lua_State *L);
+/* Rooms (lua/wsuv/room.lua): a Lua table keyed by server connections. */
+int wsuv__lua_room_join(lua_State *L);
+int wsuv__lua_room_count(lua_State *L);
+int wsuv__lua_room_broadcast(lua_State *L);
 int wsuv__lua_parse_request(lua_State *L);
 /* Pushes core._ffi_send (lua_conn.c, ffi_send). */
 void wsuv__lua_push_ffi_send(lua_State *L);

@@ -344,29 +344,33 @@ static int l_strerror(lua_State *L) {
   return 2;
 }
 
-static const luaL_Reg functions[] = {{"run", l_run},
-                                     {"ready", l_ready},
-                                     {"flush", l_flush},
-                                     {"now", l_now},
-                                     {"stats", l_stats},
-                                     {"block_cache", l_block_cache},
-                                     {"connect", wsuv__lua_connect},
-                                     {"listen", wsuv__lua_listen},
-                                     {"accept_key", l_accept_key},
-                                     {"parse_request", wsuv__lua_parse_request},
-                                     {"random", l_random},
-                                     {"encode_frame", l_encode_frame},
-                                     {"decode_frame", l_decode_frame},
-                                     {"mask", l_mask},
-                                     {"utf8_valid", l_utf8_valid},
-                                     {"parse_close", l_parse_close},
-                                     {"build_close", l_build_close},
-                                     {"close_code_valid", l_close_code_valid},
-                                     {"strerror", l_strerror},
+static const luaL_Reg functions[] = {
+    {"run", l_run},
+    {"ready", l_ready},
+    {"flush", l_flush},
+    {"now", l_now},
+    {"stats", l_stats},
+    {"block_cache", l_block_cache},
+    {"connect", wsuv__lua_connect},
+    {"listen", wsuv__lua_listen},
+    {"room_join", wsuv__lua_room_join},
+    {"room_count", wsuv__lua_room_count},
+    {"room_broadcast", wsuv__lua_room_broadcast},
+    {"accept_key", l_accept_key},
+    {"parse_request", wsuv__lua_parse_request},
+    {"random", l_random},
+    {"encode_frame", l_encode_frame},
+    {"decode_frame", l_decode_frame},
+    {"mask", l_mask},
+    {"utf8_valid", l_utf8_valid},
+    {"parse_close", l_parse_close},
+    {"build_close", l_build_close},
+    {"close_code_valid", l_close_code_valid},
+    {"strerror", l_strerror},
 #if LUA_VERSION_NUM >= 504
-                                     {"_fast_methods", wsuv__lua_fast_methods},
+    {"_fast_methods", wsuv__lua_fast_methods},
 #endif
-                                     {NULL, NULL}};
+    {NULL, NULL}};
 
 /* libuv writes with write(2), so a write to a peer that has reset raises
  * SIGPIPE, whose default action ends the process: a wss:// peer that sent

@@ -13,6 +13,7 @@ local sched = require "wsuv.scheduler"
 local url = require "wsuv.url"
 local conn_mod = require "wsuv.conn"
 local server = require "wsuv.server"
+local room = require "wsuv.room"
 
 local M = {
   _VERSION = core.version,
@@ -25,6 +26,7 @@ M.step = sched.step
 M.sleep = sched.sleep
 M.now = sched.now
 M.listen = server.listen
+M.room = room.new
 
 -- limit, held = wsuv.block_cache([limit]): the block cache keeps big blocks
 -- (128 KiB and more) that Lua frees, up to limit bytes (32 MiB by default),

@@ -14,6 +14,7 @@ local sched = require "wsuv.scheduler"
 local url = require "wsuv.url"
 local conn_mod = require "wsuv.conn"
 local compat = require "wsuv.compat"
+local room = require "wsuv.room"
 
 local Server = {}
 Server.__index = Server
@@ -430,16 +431,11 @@ function Server:reload_tls(tls)
   return self._s:set_tls(tls)
 end
 
--- sent, skipped = server:broadcast(data[, kind[, {close_slow = true}]])
+-- sent, skipped = server:broadcast(data[, kind[, {close_slow = bool, except = conn}]])
 function Server:broadcast(data, kind, opts)
-  if type(data) ~= "string" then
-    error("broadcast: data must be a string", 2)
-  end
-  local sent, skipped, code = self._s:broadcast(data, kind or "text", opts and opts.close_slow)
-  if not sched.in_scheduler() then
-    core.flush()
-  end
-  return sent, skipped, code
+  local s = self._s
+  local sent, skipped, code = room.broadcast(s.broadcast, s, data, kind, opts)
+  return sent, skipped, code -- not a tail call: room.broadcast blames our caller
 end
 
 -- for conn in server:clients() do ... end
