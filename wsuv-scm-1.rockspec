@@ -75,6 +75,7 @@ build = {
     ["wsuv.conn"] = "lua/wsuv/conn.lua",
     ["wsuv.server"] = "lua/wsuv/server.lua",
     ["wsuv.room"] = "lua/wsuv/room.lua",
+    ["wsuv.reconnect"] = "lua/wsuv/reconnect.lua",
     ["wsuv.url"] = "lua/wsuv/url.lua",
     ["wsuv.compat"] = "lua/wsuv/compat.lua",
     ["wsuv.cli"] = "lua/wsuv/cli.lua",

@@ -14,6 +14,7 @@ local url = require "wsuv.url"
 local conn_mod = require "wsuv.conn"
 local server = require "wsuv.server"
 local room = require "wsuv.room"
+local reconnect = require "wsuv.reconnect"
 
 local M = {
   _VERSION = core.version,
@@ -56,11 +57,28 @@ local limit_keys = {
 }
 
 -- conn = wsuv.connect(url[, opts]) -> conn | nil, msg, code[, response]
+-- With opts.reconnect, conn is a wsuv.reconnecting (lua/wsuv/reconnect.lua).
 function M.connect(address, opts)
   if opts ~= nil and type(opts) ~= "table" then
     error("connect: options must be a table", 2)
   end
   opts = opts or {}
+  if opts.reconnect then
+    local policy = reconnect.policy(opts.reconnect)
+    local plain = {}
+    for k, v in pairs(opts) do
+      plain[k] = v
+    end
+    plain.reconnect = nil
+    local function again()
+      return M.connect(address, plain)
+    end
+    local c, err, code, response = again()
+    if not c then
+      return nil, err, code, response
+    end
+    return reconnect.wrap(c, again, policy)
+  end
   local u, err = url.parse(address)
   if not u then
     return nil, "connect: " .. err, "EINVAL"
