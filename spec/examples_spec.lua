@@ -1,6 +1,7 @@
 -- spec/examples_spec.lua: the examples the README points to, run as a user
 -- runs them, against examples/echo_server.lua in a child process:
--- examples/client.lua from the command line, examples/c_client.c (the core
+-- examples/client.lua from the command line, examples/rooms_server.lua with
+-- three clients in two rooms, examples/c_client.c (the core
 -- alone, from C; compiled here into a temporary file), and examples/love in
 -- LÖVE 11 itself (Debian's love, LuaJIT inside), headless, driven by LÖVE's
 -- own loop through spec/peers/love_harness. (The REPL is in wsuv_spec.lua.)
@@ -50,6 +51,34 @@ describe("examples", function()
       H.lua_env(), H.lua_interpreter(), port))
     assert.are.equal(1, rc, out)
     assert.truthy(out:find("client: connect: connection refused", 1, true), out)
+  end)
+
+  it("rooms_server.lua keeps each room's talk in the room, and serves its page", function()
+    H.with_example(wsuv, "rooms_server.lua", function(url)
+      local a = assert(wsuv.connect(url .. "lobby"))
+      local welcome = a:receive(5)
+      assert.truthy(welcome:match("^welcome to #lobby, you are 127%.0%.0%.1:%d+; 1 here$"), welcome)
+      local b = assert(wsuv.connect(url .. "lobby"))
+      local c = assert(wsuv.connect(url .. "games"))
+      local b_who = b:receive(5):match("you are (%S+);")
+      assert.are.equal(b_who .. " joined #lobby", (a:receive(5)))
+      assert.truthy(c:receive(5):find("^welcome to #games, .*; 1 here$"))
+      assert(b:send("hi lobby"))
+      assert.are.equal(b_who .. ": hi lobby", (a:receive(5)))
+      assert(c:send("hi games"))
+      -- Nothing crosses rooms, and nothing comes back to its sender.
+      assert.are.same({ nil, "timeout", "ETIMEDOUT" }, { a:receive(0.2) })
+      assert.are.same({ nil, "timeout", "ETIMEDOUT" }, { b:receive(0) })
+      assert.are.same({ nil, "timeout", "ETIMEDOUT" }, { c:receive(0) })
+      b:close()
+      assert.are.equal(b_who .. " left", (a:receive(5)))
+      a:close()
+      c:close()
+      local rc, page = run(("curl -s --max-time 10 %s"):format(H.sh_quote(
+        url:gsub("^ws:", "http:") .. "lobby")))
+      assert.are.equal(0, rc, page)
+      assert.truthy(page:find("new WebSocket(", 1, true), page)
+    end)
   end)
 
   describe("c_client.c on the core alone", function()

@@ -145,6 +145,25 @@ describe("wsuv.room", function()
     assert.are.equal(1, room:count())
   end)
 
+  it("serves an event-style server (on_open, on_message) as well", function()
+    local room = wsuv.room()
+    local s = assert(wsuv.listen {
+      host = "127.0.0.1",
+      port = 0,
+      on_open = function(conn)
+        room:join(conn)
+      end,
+      on_message = function(conn, msg, kind)
+        room:broadcast(msg, kind, { except = conn })
+      end,
+    })
+    servers[#servers + 1] = s
+    local a, b = join(room, ("ws://127.0.0.1:%d/"):format(s.port), 2)
+    assert(a:send("event style"))
+    assert.are.same({ "event style", "text" }, { b:receive(5) })
+    assert.are.same({ nil, "timeout", "ETIMEDOUT" }, { a:receive(0.2) })
+  end)
+
   it("one room spans a ws:// and a wss:// server", function()
     local C = H.certs()
     local room = wsuv.room()
