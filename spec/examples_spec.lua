@@ -136,7 +136,7 @@ describe("examples", function()
         assert.are.equal(0, rc, out)
         assert.truthy(out:find("screen: connected\n", 1, true), out)
         assert.truthy(out:match("screen: < hello at %d%d:%d%d:%d%d\n"), out)
-        assert.truthy(out:find("echoed yes", 1, true), out)
+        assert.truthy(out:find("echoed 1\n", 1, true), out)
         -- 60 idle frames after the echo: a step() that waited for input
         -- would hang there (and timeout 30 would fail the run).
         local frames = tonumber(out:match("frames (%d+)"))
@@ -146,6 +146,45 @@ describe("examples", function()
         local slowest = tonumber(out:match("slowest_ms ([%d.]+)"))
         assert.is_true(slowest ~= nil and slowest < 250, out)
       end)
+    end)
+
+    -- The server's process is killed and started again on its port while
+    -- the game runs; the example's connection (reconnect = {...}) comes
+    -- back by itself, frame after frame, and echoes again.
+    it("comes back by itself when its server is killed and restarted", function()
+      local port = closed_port()
+      local function start_echo()
+        local job = H.start_job(("exec %s %s examples/echo_server.lua %d"):format(H.lua_env(),
+          H.lua_interpreter(), port))
+        assert(H.wait_until(wsuv, function()
+          return (H.read_file(job.out) or ""):find("ws://127.0.0.1:" .. port, 1, true) ~= nil
+        end, 10), "the echo server did not start")
+        return job
+      end
+      local echo = start_echo()
+      local game = H.start_job(("%s timeout 60 %s %slove_harness examples/love %s 2"):format(
+        LOVE_ENV, LOVE, H.PEERS, H.sh_quote(("ws://127.0.0.1:%d/"):format(port))))
+      local function screen_has(pattern)
+        return H.wait_until(wsuv, function()
+          return (H.read_file(game.out) or ""):find(pattern) ~= nil
+        end, 20)
+      end
+      local ok, err = pcall(function()
+        assert(screen_has("screen: < hello at "), "no first echo")
+        H.stop(echo)
+        assert(screen_has("screen: reconnecting%.%.%."), "the drop went unnoticed")
+        echo = start_echo()
+        local rc, out = H.wait_job(wsuv, game, 40)
+        assert.are.equal(0, rc, out)
+        local _, n = out:gsub("screen: < hello at %d%d:%d%d:%d%d\n", "")
+        assert.are.equal(2, n, out)
+        assert.truthy(out:find("screen: reconnected\n", 1, true), out)
+        local slowest = tonumber(out:match("slowest_ms ([%d.]+)"))
+        assert.is_true(slowest ~= nil and slowest < 250, out)
+      end)
+      H.stop(echo)
+      H.stop(game)
+      assert(ok, err)
     end)
   end)
 end)

@@ -9,11 +9,21 @@ local wsuv = require "wsuv"
 
 local conn
 local lines = {}
+local shown_state = "open"
 
 function love.load(args)
   -- connect runs the loop until the handshake is done: fine at load time.
+  -- reconnect: if the server goes away later, the connection comes back by
+  -- itself (poll() each frame notices the drop, step() runs the attempts).
   local err
-  conn, err = wsuv.connect(args[1] or "ws://127.0.0.1:8080/", { timeout = 3 })
+  conn, err = wsuv.connect(args[1] or "ws://127.0.0.1:8080/", {
+    timeout = 3,
+    reconnect = {
+      on_reconnect = function()
+        lines[#lines + 1] = "reconnected"
+      end,
+    },
+  })
   lines[#lines + 1] = conn and "connected" or ("connect failed: " .. tostring(err))
 end
 
@@ -23,12 +33,21 @@ function love.update()
     for msg in conn:poll() do
       lines[#lines + 1] = "< " .. msg
     end
+    local state = conn:state() -- "open", "reconnecting" or "closed"
+    if state ~= shown_state and state ~= "open" then
+      lines[#lines + 1] = state .. "..."
+    end
+    shown_state = state
   end
 end
 
 function love.keypressed(key)
   if conn and key == "space" then
-    conn:send("hello at " .. os.date("%X")) -- queues; step() writes it
+    -- Queues (step() writes it); while reconnecting, nil, "reconnecting".
+    local ok, err = conn:send("hello at " .. os.date("%X"))
+    if not ok then
+      lines[#lines + 1] = "not sent: " .. err
+    end
   end
 end
 
