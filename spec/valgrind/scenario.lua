@@ -1,7 +1,7 @@
 -- spec/valgrind/scenario.lua: one process that walks the transport's paths
 -- (plain and TLS echo, large messages, refused certificates, mutual TLS,
--- abuse of a TLS port, aborts mid-handshake, protocol errors, server
--- close), for `make valgrind-lua`: valgrind must report no error and no
+-- abuse of a TLS port, aborts mid-handshake, protocol errors, broadcasts
+-- and rooms, server close), for `make valgrind-lua`: valgrind must report no error and no
 -- definite leak. Usage: lua5.4 scenario.lua CERTDIR/
 local wsuv = require "wsuv"
 local C = assert(arg[1], "usage: scenario.lua CERTDIR/")
@@ -112,6 +112,25 @@ local function scenario()
     end
     step("broadcasts " .. i, n == 20, n)
   end
+  -- A room: one frame for its members but the sender; a member that
+  -- closes is dropped as the room is walked.
+  local room = wsuv.room()
+  for conn in bs:clients() do
+    room:join(conn)
+  end
+  local sender = bs._s:clients()[1]
+  step("room broadcast", room:broadcast(bigb, "binary", { except = sender }) == 2)
+  local got = 0
+  for i = 1, 3 do
+    local m = rs[i]:receive(0.2)
+    got = got + (m == bigb and 1 or 0)
+  end
+  step("room delivered", got == 2, got)
+  rs[3]:close()
+  while room:count() > 2 do
+    wsuv.sleep(0.01)
+  end
+  step("room dropped a closed member", room:count() == 2)
   bs:close()
 
   -- The event style: messages queue (a connection's queue grows past its
