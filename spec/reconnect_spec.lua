@@ -302,6 +302,26 @@ describe("wsuv.connect with reconnect", function()
     assert.are.same({ "back" }, got)
   end)
 
+  -- math.random starts from one seed in every Lua 5.1 and LuaJIT process:
+  -- jitter drawn from it would bring restarted clients back together.
+  it("draws its jitter from OpenSSL, leaving the application's math.random alone", function()
+    local s, url = echo_server()
+    local port = s.port
+    local c = assert(connect(url, { delay = 0.01, jitter = 1 }))
+    math.randomseed(6455)
+    local want = { math.random(), math.random() }
+    math.randomseed(6455)
+    stop(s)
+    wsuv.sleep(0.2) -- several attempts, each with its jitter
+    echo_server(port)
+    wait_for(function()
+      c:receive(0)
+      return c:state() == "open"
+    end)
+    assert.is_true(select(2, c:current()) == 1)
+    assert.are.same(want, { math.random(), math.random() })
+  end)
+
   it("the first connect fails as a plain one does; bad options raise", function()
     local probe = assert(wsuv.listen { host = "127.0.0.1", port = 0, on_connect = function() end })
     local port = probe.port

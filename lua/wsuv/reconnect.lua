@@ -43,6 +43,14 @@ local function attempt_may_heal(code, response)
   return not (status and status >= 400 and status < 500 and status ~= 408 and status ~= 429)
 end
 
+-- A number in [0, 1) from OpenSSL's generator: math.random starts from the
+-- same seed in every Lua 5.1 and LuaJIT process, so clients restarted
+-- together would wait alike, the herd that jitter is there to spread.
+local function unit_random()
+  local a, b, c = core.random(3):byte(1, 3)
+  return (a * 65536 + b * 256 + c) / 16777216
+end
+
 local M = {}
 
 local POLICY = {
@@ -121,7 +129,7 @@ local function reconnect_loop(self)
       return finish(self, self._code, ("gave up after %d attempts: %s"):format(p.attempts,
         self._reason))
     end
-    sched.wait(self._wake, now() + delay * (1 - p.jitter * math.random()))
+    sched.wait(self._wake, now() + delay * (1 - p.jitter * unit_random()))
     if self._state ~= "reconnecting" then
       return
     end
