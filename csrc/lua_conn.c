@@ -1365,7 +1365,7 @@ typedef struct {
   wsuv_shared_frame_t f;
   lpin_t *pin;
   wsuv_tconn_t *except; /* skipped without counting, or NULL */
-  int close_slow;       /* a receiver over max_queued is closed (1009) */
+  int close_slow;       /* a receiver over max_queued is aborted */
   lua_Integer sent, skipped;
 } bcast_t;
 
