@@ -117,6 +117,30 @@ describe("wsuv.connect with reconnect", function()
     assert.are.equal("wsuv.reconnecting{open; 2 reconnects}", tostring(c))
   end)
 
+  it("comes back over wss://, verifying the server again, with compression agreed again", function()
+    local C = H.certs()
+    local tls = { cert = C .. "server.pem", key = C .. "server.key" }
+    local s = echo_server(nil, { tls = tls, compression = true })
+    local port = s.port
+    local url = ("wss://127.0.0.1:%d/"):format(port)
+    local opts = { tls = { ca = C .. "ca.pem" }, compression = true }
+    local c = assert(connect(url, { delay = 0.02 }, opts))
+    stop(s)
+    assert.are.same({ nil, "timeout", "ETIMEDOUT" }, { c:receive(0.1) })
+    echo_server(port, { tls = tls, compression = true })
+    wait_for(function()
+      c:receive(0)
+      return c:state() == "open"
+    end)
+    local big = ("compressible "):rep(1000)
+    assert(c:send(big))
+    assert.are.equal(big, (c:receive(5)))
+    local info = c:tls_info()
+    assert.is_true(info.verified)
+    assert.is_table(c:compression())
+    assert.is_true(c:compression().sent >= 1)
+  end)
+
   it("comes back after the server's process is killed (1006)", function()
     local probe = assert(wsuv.listen { host = "127.0.0.1", port = 0, on_connect = function() end })
     local port = probe.port
