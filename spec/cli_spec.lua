@@ -41,7 +41,7 @@ describe("the wsuv command-line client", function()
   local C = H.certs()
 
   local function listen(opts)
-    opts.port = 0
+    opts.port = opts.port or 0
     opts.on_connect = opts.on_connect or function(conn)
       while true do
         local msg, kind = conn:receive()
@@ -65,6 +65,60 @@ describe("the wsuv command-line client", function()
   after_each(function()
     H.close_everything({}, servers)
     assert.are.same({ 0, 0 }, { H.live(wsuv) })
+  end)
+
+  it("--follow prints what the server pushes until it closes", function()
+    local s = listen {
+      on_connect = function(conn)
+        for i = 1, 3 do
+          wsuv.sleep(0.05)
+          conn:send("tick " .. i)
+        end
+        conn:close(1000, "done")
+      end,
+    }
+    local rc, out, err = run({ "-f", "-w", "0", "ws://127.0.0.1:" .. s.port .. "/" })
+    assert.are.equal(0, rc, err)
+    assert.are.equal("tick 1\ntick 2\ntick 3\nclosed by server: 1000 done\n", out)
+  end)
+
+  it("--follow --reconnect carries on when the server restarts", function()
+    local function feed(words, last)
+      return function(conn)
+        conn:send(words)
+        if last then
+          conn:close(1000, "done")
+        else
+          conn:receive()
+        end
+      end
+    end
+    local s = listen { on_connect = feed("before the restart") }
+    local port = s.port
+    wsuv.spawn(function()
+      wsuv.sleep(0.2)
+      s:close() -- 1001 to the client: it tries again
+      table.remove(servers)
+      listen { port = port, on_connect = feed("after the restart", true) }
+    end)
+    local finished = false
+    wsuv.spawn(function() -- a watchdog: the client retries for ever
+      local give_up = wsuv.now() + 15
+      while not finished and wsuv.now() < give_up do
+        wsuv.sleep(0.05)
+      end
+      if not finished then
+        for i = #servers, 1, -1 do
+          table.remove(servers, i):close()
+        end
+        listen { port = port, on_connect = feed("watchdog", true) }
+      end
+    end)
+    local rc, out, err = run({ "-f", "-r", "-w", "0", "ws://127.0.0.1:" .. port .. "/" })
+    finished = true
+    assert.are.equal(0, rc, err)
+    assert.are.equal("before the restart\nafter the restart\nclosed by server: 1000 done\n", out)
+    assert.are.equal("wsuv: reconnected\n", err)
   end)
 
   it("sends its message arguments and prints each reply", function()

@@ -3,7 +3,9 @@
 -- Design criteria: a tool for poking at a server by hand or from a script.
 -- `wsuv URL msg...` sends each message and prints what comes back; with no
 -- messages it sends each line of standard input. Replies are printed as they
--- arrive while it waits (--wait seconds after each message).
+-- arrive while it waits (--wait seconds after each message). --follow then
+-- keeps printing what arrives until the server closes (a feed), and
+-- --reconnect comes back when the server goes away.
 local wsuv = require "wsuv"
 
 local M = {}
@@ -14,6 +16,8 @@ usage: wsuv [options] ws[s]://host[:port]/path [message ...]
   -H, --header "K: V"   add a request header (repeatable)
   -w, --wait SECONDS    how long to wait for replies after each message (1)
   -b, --binary          send messages as binary
+  -f, --follow          after sending, print what arrives until the server closes
+  -r, --reconnect       connect again when the server goes away (with --follow)
       --ca FILE         trust this CA (PEM file or directory) for wss://
       --cert FILE       client certificate for wss:// (with --key)
       --key FILE        its private key
@@ -47,6 +51,10 @@ local function parse_args(args)
       end
     elseif a == "-b" or a == "--binary" then
       o.binary = true
+    elseif a == "-f" or a == "--follow" then
+      o.follow = true
+    elseif a == "-r" or a == "--reconnect" then
+      o.reconnect = true
     elseif tls_files[a] then
       i = i + 1
       if not args[i] then
@@ -72,7 +80,7 @@ local function drain(conn, wait, out)
     if left <= 0 then
       return true
     end
-    local msg, kind, code, reason = conn:receive(left)
+    local msg, kind, code, reason = conn:receive(left < math.huge and left or nil)
     if msg then
       out:write(kind == "binary" and ("<binary %d bytes>"):format(#msg) or msg, "\n")
       out:flush()
@@ -97,6 +105,11 @@ function M.main(args, stdin, stdout, stderr)
     protocols = #o.protocols > 0 and o.protocols or nil,
     headers = o.headers,
     tls = o.tls,
+    reconnect = o.reconnect and {
+      on_reconnect = function()
+        stderr:write("wsuv: reconnected\n")
+      end,
+    } or nil,
   })
   if not conn then
     stderr:write("wsuv: ", msg, " (", tostring(code), ")\n")
@@ -126,6 +139,9 @@ function M.main(args, stdin, stdout, stderr)
         break
       end
     end
+  end
+  if open and o.follow then
+    open = drain(conn, math.huge, stdout)
   end
   if open then
     conn:close(1000, "bye")
