@@ -34,9 +34,16 @@ static void push_method_strings(lua_State *L) {
  * size carrying our tag is one of ours (only C can write a userdata's
  * bytes, and only this file writes the tag): two API calls, where
  * luaL_checkudata looks the metatable up by name and compares. */
+static wsuv_lconn_t *test_conn(lua_State *L, int idx) {
+  wsuv_lconn_t *b = lua_touserdata(L, idx); /* light userdata: length 0 */
+  if (b && lua_rawlen(L, idx) == sizeof(*b) && b->magic == WSUV_LCONN_MAGIC)
+    return b;
+  return NULL;
+}
+
 static wsuv_lconn_t *check_conn(lua_State *L) {
-  wsuv_lconn_t *b = lua_touserdata(L, 1); /* light userdata: length 0 */
-  if (b && lua_rawlen(L, 1) == sizeof(*b) && b->magic == WSUV_LCONN_MAGIC) {
+  wsuv_lconn_t *b = test_conn(L, 1);
+  if (b) {
     b->ll->L = L;
     return b;
   }
@@ -1432,9 +1439,8 @@ static int l_server_broadcast(lua_State *L) {
  * A member that is no longer open will never be again: it is removed when
  * met (clearing a field is allowed during lua_next). */
 static wsuv_tconn_t *room_member(lua_State *L, int set, int key) {
-  wsuv_lconn_t *b = lua_touserdata(L, key);
-  if (b && lua_rawlen(L, key) == sizeof(*b) && b->magic == WSUV_LCONN_MAGIC &&
-      b->c && b->c->phase == WSUV_PHASE_OPEN && b->c->ws_inited &&
+  wsuv_lconn_t *b = test_conn(L, key);
+  if (b && b->c && b->c->phase == WSUV_PHASE_OPEN && b->c->ws_inited &&
       b->c->ws.state == WSUV_STATE_OPEN)
     return b->c;
   lua_pushvalue(L, key);

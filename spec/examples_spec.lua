@@ -23,14 +23,6 @@ local function run(cmd)
   return tonumber(out:match("rc=(%d+)%s*$")), out
 end
 
--- A port that was free a moment ago: nothing listens there now.
-local function closed_port()
-  local s = assert(wsuv.listen { host = "127.0.0.1", port = 0, on_connect = function() end })
-  local port = s.port
-  s:close()
-  return port
-end
-
 describe("examples", function()
   it("client.lua connects, gets its message back, pings and closes with 1000", function()
     H.with_example(wsuv, "echo_server.lua", function(url)
@@ -46,7 +38,7 @@ describe("examples", function()
   end)
 
   it("client.lua reports a refused connection and exits 1", function()
-    local port = closed_port()
+    local port = H.closed_port(wsuv)
     local rc, out = run(("%s timeout 20 %s examples/client.lua ws://127.0.0.1:%d/"):format(
       H.lua_env(), H.lua_interpreter(), port))
     assert.are.equal(1, rc, out)
@@ -111,7 +103,7 @@ describe("examples", function()
     end)
 
     it("reports a refused connection and exits 1", function()
-      local port = closed_port()
+      local port = H.closed_port(wsuv)
       local rc, out = run(("timeout 20 %s %d"):format(H.sh_quote(exe), port))
       assert.are.equal(1, rc, out)
       assert.truthy(out:find("c_client: connect: Connection refused", 1, true), out)
@@ -152,16 +144,8 @@ describe("examples", function()
     -- the game runs; the example's connection (reconnect = {...}) comes
     -- back by itself, frame after frame, and echoes again.
     it("comes back by itself when its server is killed and restarted", function()
-      local port = closed_port()
-      local function start_echo()
-        local job = H.start_job(("exec %s %s examples/echo_server.lua %d"):format(H.lua_env(),
-          H.lua_interpreter(), port))
-        assert(H.wait_until(wsuv, function()
-          return (H.read_file(job.out) or ""):find("ws://127.0.0.1:" .. port, 1, true) ~= nil
-        end, 10), "the echo server did not start")
-        return job
-      end
-      local echo = start_echo()
+      local port = H.closed_port(wsuv)
+      local echo = H.start_example(wsuv, "echo_server.lua", port)
       local game = H.start_job(("%s timeout 60 %s %slove_harness examples/love %s 2"):format(
         LOVE_ENV, LOVE, H.PEERS, H.sh_quote(("ws://127.0.0.1:%d/"):format(port))))
       local function screen_has(pattern)
@@ -173,7 +157,7 @@ describe("examples", function()
         assert(screen_has("screen: < hello at "), "no first echo")
         H.stop(echo)
         assert(screen_has("screen: reconnecting%.%.%."), "the drop went unnoticed")
-        echo = start_echo()
+        echo = H.start_example(wsuv, "echo_server.lua", port)
         local rc, out = H.wait_job(wsuv, game, 40)
         assert.are.equal(0, rc, out)
         local _, n = out:gsub("screen: < hello at %d%d:%d%d:%d%d\n", "")

@@ -147,21 +147,40 @@ function H.lua_env()
     path, cpath)
 end
 
--- Runs examples/<name> on a free port (its first argument, 0) in a child
--- process, waits for the ws:// URL it prints, calls fn(url) and stops it;
--- an error in fn is raised after the child is gone.
+-- Starts examples/<name> in a child process on port (0: a free one) and
+-- waits for the ws:// URL it prints. Returns the job (H.stop ends it) and
+-- the URL; raises, with the child's output, when it does not come up.
+function H.start_example(wsuv, name, port)
+  local job = H.start_job(("exec %s %s examples/%s %d"):format(H.lua_env(), H.lua_interpreter(),
+    name, port))
+  local url
+  if not H.wait_until(wsuv, function()
+    url = (read_file(job.out) or ""):match("ws://127%.0%.0%.1:%d+/")
+    return url ~= nil
+  end, 10) then
+    local out = read_file(job.out) or ""
+    H.stop(job)
+    error("examples/" .. name .. " did not come up:\n" .. out)
+  end
+  return job, url
+end
+
+-- Runs examples/<name> on a free port, calls fn(url) and stops it; an error
+-- in fn is raised after the child is gone.
 function H.with_example(wsuv, name, fn)
-  local job = H.start_job(("exec %s examples/%s 0"):format(H.lua_interpreter(), name))
-  local ok, err = pcall(function()
-    local url
-    assert(H.wait_until(wsuv, function()
-      url = (read_file(job.out) or ""):match("ws://127%.0%.0%.1:%d+/")
-      return url ~= nil
-    end, 10), "examples/" .. name .. " did not come up")
-    fn(url)
-  end)
+  local job, url = H.start_example(wsuv, name, 0)
+  local ok, err = pcall(fn, url)
   H.stop(job)
   assert(ok, err)
+end
+
+-- A port that was free a moment ago: nothing listens there now (for a
+-- refused connection, or a server to start later on a known port).
+function H.closed_port(wsuv)
+  local s = assert(wsuv.listen { host = "127.0.0.1", port = 0, on_connect = function() end })
+  local port = s.port
+  s:close()
+  return port
 end
 
 -- Returns exit status, output once the job finished; nil otherwise. Once

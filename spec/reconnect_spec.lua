@@ -142,18 +142,8 @@ describe("wsuv.connect with reconnect", function()
   end)
 
   it("comes back after the server's process is killed (1006)", function()
-    local probe = assert(wsuv.listen { host = "127.0.0.1", port = 0, on_connect = function() end })
-    local port = probe.port
-    probe:close()
-    local function start()
-      local job = H.start_job(("exec %s %s examples/echo_server.lua %d"):format(H.lua_env(),
-        H.lua_interpreter(), port))
-      wait_for(function()
-        return (H.read_file(job.out) or ""):find("ws://127.0.0.1:" .. port, 1, true) ~= nil
-      end)
-      return job
-    end
-    local job = start()
+    local port = H.closed_port(wsuv)
+    local job = H.start_example(wsuv, "echo_server.lua", port)
     local ok, err = pcall(function()
       local c = assert(connect(("ws://127.0.0.1:%d/"):format(port), { delay = 0.05 }))
       assert(c:send("before"))
@@ -163,7 +153,7 @@ describe("wsuv.connect with reconnect", function()
       -- receive notices the drop, keeps trying, and gets the next echo.
       assert.are.same({ nil, "timeout", "ETIMEDOUT" }, { c:receive(0.3) })
       assert.are.equal("reconnecting", c:state())
-      job = start()
+      job = H.start_example(wsuv, "echo_server.lua", port)
       wait_for(function()
         c:receive(0)
         return c:state() == "open"
@@ -225,6 +215,19 @@ describe("wsuv.connect with reconnect", function()
     assert.is_true(took >= 0.65 and took < 3, "took " .. took)
     assert.are.equal("closed", c:state())
     assert.are.same({ nil, "closed", 1001, reason }, { c:send("x") })
+  end)
+
+  it("waits no longer than max_delay between attempts", function()
+    local s, url = echo_server()
+    local c = assert(connect(url, { delay = 0.1, factor = 10, max_delay = 0.15, jitter = 0,
+      attempts = 3 }))
+    stop(s)
+    local t0 = wsuv.now()
+    local msg, err, code = c:receive(10)
+    local took = wsuv.now() - t0
+    assert.are.same({ nil, "closed", 1001 }, { msg, err, code })
+    -- 0.1 + 0.15 + 0.15 s; uncapped it would be 0.1 + 1 + 10.
+    assert.is_true(took >= 0.35 and took < 1, "took " .. took)
   end)
 
   it("does not retry a normal close, a protocol complaint, or a 4xx answer", function()
@@ -347,9 +350,7 @@ describe("wsuv.connect with reconnect", function()
   end)
 
   it("the first connect fails as a plain one does; bad options raise", function()
-    local probe = assert(wsuv.listen { host = "127.0.0.1", port = 0, on_connect = function() end })
-    local port = probe.port
-    probe:close()
+    local port = H.closed_port(wsuv)
     local c, err, code = connect(("ws://127.0.0.1:%d/"):format(port), true)
     assert.is_nil(c)
     assert.are.equal("ECONNREFUSED", code, err)

@@ -432,27 +432,15 @@ describe("wsuv scheduler", function()
       echo_proc = nil
     end)
 
-    local function start_echo(lua)
-      local out, pidfile = H.tmpname(), H.tmpname()
-      os.execute(("%s %s examples/echo_server.lua 0 > %s 2>&1 & echo $! > %s"):format(
-        H.lua_env(), lua, out, pidfile))
-      echo_proc = { pid = tonumber(H.read_file(pidfile)), log = out }
-      H.remove(pidfile)
-      assert(echo_proc.pid, "could not start the echo server")
-      local deadline = wsuv.now() + 15
-      while wsuv.now() < deadline do
-        local url = (H.read_file(out) or ""):match("(ws://127%.0%.0%.1:%d+/)")
-        if url then
-          return url
-        end
-        os.execute("sleep 0.05")
-      end
-      error("echo server did not start: " .. (H.read_file(out) or ""))
+    local function start_echo()
+      local url
+      echo_proc, url = H.start_example(wsuv, "echo_server.lua", 0)
+      return url
     end
 
     it("lua -i examples/repl.lua connects, sends, receives and closes line by line", function()
       local lua = H.lua_interpreter()
-      local url = start_echo(lua)
+      local url = start_echo()
       local script = table.concat({
         ("c = assert(wsuv.connect(%q))"):format(url),
         'c:send("hi")',

@@ -377,6 +377,10 @@ end
 
 local M = {}
 
+-- deadline = M.deadline_of(timeout): for waiting methods of other objects
+-- (lua/wsuv/reconnect.lua); raises at their caller for a bad timeout.
+M.deadline_of = deadline_of
+
 local function lower_headers(list)
   local map = {}
   for i = 1, #list, 2 do

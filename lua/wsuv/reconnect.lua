@@ -20,6 +20,7 @@
 --   poll() each frame, a coroutine waiting in receive(), a send.
 local core = require "wsuv.core"
 local sched = require "wsuv.scheduler"
+local deadline_of = require("wsuv.conn").deadline_of
 
 local Conn = core.conn_methods
 local now = core.now
@@ -202,10 +203,7 @@ end
 
 -- msg, kind = rc:receive([timeout]): waits across reconnections.
 function R:receive(timeout)
-  if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0) then
-    error("timeout must be a non-negative number of seconds", 2)
-  end
-  local deadline = timeout and now() + timeout
+  local deadline = timeout and deadline_of(timeout)
   while true do
     local data, kind, a, b = self:try_receive()
     if kind ~= "again" then
@@ -231,23 +229,26 @@ local function unavailable(self)
   return nil, "reconnecting", "EAGAIN"
 end
 
--- ok = rc:send(data[, kind[, opts]]), as conn:send; nil, "reconnecting",
--- "EAGAIN" while there is no connection (nothing is queued for later).
-function R:send(data, kind, opts)
+-- Method key of the connection in use, once a drop has been noticed; while
+-- there is none, what unavailable says.
+local function on_open(self, key, ...)
   check(self)
   if self._state ~= "open" then
     return unavailable(self)
   end
-  return self._cur:send(data, kind, opts)
+  local cur = self._cur
+  return cur[key](cur, ...)
+end
+
+-- ok = rc:send(data[, kind[, opts]]), as conn:send; nil, "reconnecting",
+-- "EAGAIN" while there is no connection (nothing is queued for later).
+function R:send(...)
+  return on_open(self, "send", ...)
 end
 
 -- seconds = rc:ping([data[, timeout]]), as conn:ping.
-function R:ping(data, timeout)
-  check(self)
-  if self._state ~= "open" then
-    return unavailable(self)
-  end
-  return self._cur:ping(data, timeout)
+function R:ping(...)
+  return on_open(self, "ping", ...)
 end
 
 -- rc:close([code[, reason]]): stops reconnecting and closes the connection.

@@ -53,16 +53,16 @@ function Room:join(conn)
   return ok, err, code
 end
 
--- was_member = room:leave(conn)
-function Room:leave(conn)
-  local was = self._set[conn] ~= nil and conn:state() == "open"
-  self._set[conn] = nil
-  return was
-end
-
 -- room:has(conn): whether conn is a member and open.
 function Room:has(conn)
   return self._set[conn] ~= nil and conn:state() == "open"
+end
+
+-- was_member = room:leave(conn)
+function Room:leave(conn)
+  local was = self:has(conn)
+  self._set[conn] = nil
+  return was
 end
 
 -- n = room:count(): open members.
