@@ -3,8 +3,9 @@
 -- (1001) and a killed server process (1006), with backoff, a bound on
 -- attempts, on_reconnect, messages from before the drop kept, sends refused
 -- while down, close() during the backoff, the game-loop way (step + poll),
--- and the drops it must not retry. Servers are real, on 127.0.0.1: in this
--- process, or examples/echo_server.lua in a child on a fixed port.
+-- the drops it must not retry, and Retry-After. Servers are real, on
+-- 127.0.0.1: in this process, or examples/echo_server.lua in a child on a
+-- fixed port.
 local H = require "spec.helper"
 local wsuv = require "wsuv"
 
@@ -257,6 +258,63 @@ describe("wsuv.connect with reconnect", function()
     local msg, err, code, reason = c:receive(5)
     assert.are.same({ nil, "closed", 1006 }, { msg, err, code })
     assert.truthy(reason:find("403", 1, true), reason)
+  end)
+
+  -- A server whose handshakes after the first get answers[i] (a status and
+  -- its Retry-After, or true to accept); returns its URL and the times
+  -- of the handshakes, as the server saw them.
+  local function answers_in_turn(answers)
+    local times = {}
+    local _, url = echo_server(nil, {
+      check = function()
+        times[#times + 1] = wsuv.now()
+        local a = #times > 1 and answers[#times - 1] or true
+        if a == true then
+          return true
+        end
+        return false, a[1], a[2] and { ["Retry-After"] = a[2] }
+      end,
+    })
+    return url, times
+  end
+
+  local function drop_all(s)
+    for conn in s:clients() do
+      conn:close(1001)
+    end
+  end
+
+  it("retries a 408 or 429 answer, waiting as long as Retry-After asks", function()
+    local url, times = answers_in_turn({ { 408 }, { 429, "1" }, true })
+    local c = assert(connect(url, { delay = 0.05, factor = 1, jitter = 0 }))
+    drop_all(servers[#servers])
+    -- state() notices the drop, as receive() and send() do.
+    wait_for(function()
+      return c:state() == "reconnecting"
+    end)
+    wait_for(function()
+      return c:state() == "open" and #times == 4
+    end)
+    assert(c:send("back"))
+    assert.are.equal("back", (c:receive(5)))
+    local after_408, after_429 = times[3] - times[2], times[4] - times[3]
+    assert.is_true(after_408 < 0.5, "after the 408: " .. after_408)
+    -- Without Retry-After it would be the 0.05 s delay again.
+    assert.is_true(after_429 >= 0.95 and after_429 < 2, "after the 429: " .. after_429)
+  end)
+
+  it("reads Retry-After as an HTTP date too, and waits no longer than max_delay", function()
+    local in_2s = os.date("!%a, %d %b %Y %H:%M:%S GMT", os.time() + 2)
+    local url, times = answers_in_turn({ { 503, in_2s }, { 503, "3600" }, true })
+    local c = assert(connect(url, { delay = 0.05, factor = 1, jitter = 0, max_delay = 3 }))
+    drop_all(servers[#servers])
+    wait_for(function()
+      return c:state() == "open" and #times == 4
+    end, 15)
+    -- Unread, each would be 0.05 s; the date is whole seconds from now.
+    local after_date, after_hour = times[3] - times[2], times[4] - times[3]
+    assert.is_true(after_date >= 0.95 and after_date < 2.5, "after the date: " .. after_date)
+    assert.is_true(after_hour >= 2.95 and after_hour < 4, "after an hour's wait: " .. after_hour)
   end)
 
   it("reconnect.retry decides which closes are retried", function()

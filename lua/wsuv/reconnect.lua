@@ -8,7 +8,8 @@
 --   starts only after a connection was open.
 -- * Only drops that may heal are retried: the TCP connection lost (1006),
 --   the server going away or restarting (1001, 1011-1014), and failed
---   attempts other than a bad URL or a 4xx answer. A normal close (1000,
+--   attempts other than a bad URL or a 4xx answer (but 408 and 429). A
+--   refusal's Retry-After is honoured, up to max_delay. A normal close (1000,
 --   1005) or a protocol complaint (1002, 1003, 1007-1010) ends it, as
 --   retrying would only repeat it. reconnect.retry(code, reason) overrides.
 -- * No received message is lost: what the dropped connection delivered is
@@ -17,7 +18,7 @@
 --   nil, "reconnecting", "EAGAIN", and the application decides what to send
 --   again (on_reconnect runs once each new connection is open).
 -- * A drop is noticed by the next call on the connection: a game loop's
---   poll() each frame, a coroutine waiting in receive(), a send.
+--   poll() each frame, a coroutine waiting in receive(), a send, state().
 local core = require "wsuv.core"
 local sched = require "wsuv.scheduler"
 local deadline_of = require("wsuv.conn").deadline_of
@@ -42,6 +43,46 @@ local function attempt_may_heal(code, response)
   end
   local status = response and response.status
   return not (status and status >= 400 and status < 500 and status ~= 408 and status ~= 429)
+end
+
+local MONTHS = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6, Jul = 7, Aug = 8, Sep = 9,
+  Oct = 10, Nov = 11, Dec = 12 }
+
+-- Seconds since the epoch of a UTC civil date (days_from_civil, after
+-- Howard Hinnant): os.time would read the fields as local time.
+local function utc_seconds(y, m, d, hh, mm, ss)
+  y = m <= 2 and y - 1 or y
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local doy = math.floor((153 * (m > 2 and m - 3 or m + 9) + 2) / 5) + d - 1
+  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
+  return ((era * 146097 + doe - 719468) * 24 + hh) * 3600 + mm * 60 + ss
+end
+
+-- The seconds a refusal's Retry-After asks to wait (RFC 9110 10.2.3:
+-- delta-seconds or an IMF-fixdate), or nil.
+local function retry_after(response)
+  local headers = response and response.headers
+  if type(headers) ~= "table" then
+    return nil
+  end
+  for i = 1, #headers - 1, 2 do
+    if headers[i]:lower() == "retry-after" then
+      local v = headers[i + 1]:match("^%s*(.-)%s*$")
+      if v:match("^%d+$") then
+        return tonumber(v)
+      end
+      local d, mon, y, hh, mm, ss =
+        v:match("^%a%a%a, (%d%d) (%a%a%a) (%d%d%d%d) (%d%d):(%d%d):(%d%d) GMT$")
+      if d and MONTHS[mon] then
+        local at = utc_seconds(tonumber(y), MONTHS[mon], tonumber(d), tonumber(hh), tonumber(mm),
+          tonumber(ss))
+        return math.max(at - os.time(), 0)
+      end
+      return nil
+    end
+  end
+  return nil
 end
 
 -- A number in [0, 1) from OpenSSL's generator: math.random starts from the
@@ -124,13 +165,14 @@ end
 -- attempts run out, an attempt cannot heal, or close() ends it.
 local function reconnect_loop(self)
   local p, delay, attempt = self._policy, self._policy.delay, 0
+  local asked = 0 -- what the last refusal's Retry-After asked, up to max_delay
   while self._state == "reconnecting" do
     attempt = attempt + 1
     if p.attempts and attempt > p.attempts then
       return finish(self, self._code, ("gave up after %d attempts: %s"):format(p.attempts,
         self._reason))
     end
-    sched.wait(self._wake, now() + delay * (1 - p.jitter * unit_random()))
+    sched.wait(self._wake, now() + math.max(delay * (1 - p.jitter * unit_random()), asked))
     if self._state ~= "reconnecting" then
       return
     end
@@ -152,6 +194,7 @@ local function reconnect_loop(self)
       return finish(self, 1006, err)
     end
     delay = math.min(delay * p.factor, p.max_delay)
+    asked = math.min(retry_after(response) or 0, p.max_delay)
   end
 end
 
@@ -263,8 +306,9 @@ function R:close(code, reason)
   return true
 end
 
--- "open", "reconnecting" or "closed", as of the last call on it.
+-- "open", "reconnecting" or "closed"; asking notices a drop.
 function R:state()
+  check(self)
   return self._state
 end
 
