@@ -108,6 +108,22 @@ describe("examples", function()
       assert.are.equal(1, rc, out)
       assert.truthy(out:find("c_client: connect: Connection refused", 1, true), out)
     end)
+
+    it("gives up on a server that accepts and never answers, after 5 s", function()
+      -- The kernel completes the TCP handshake for the listening socket's
+      -- backlog; nothing ever reads the request or answers it.
+      local silent = H.start_server("/usr/bin/python3 -c " .. H.sh_quote(
+        "import socket, time; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(4); "
+        .. "print('PORT', s.getsockname()[1], flush=True); time.sleep(60)"))
+      local t0 = wsuv.now()
+      local rc, out = run(("timeout 20 %s %d"):format(H.sh_quote(exe), silent.port))
+      local took = wsuv.now() - t0
+      H.stop(silent)
+      assert.are.equal(1, rc, out)
+      assert.truthy(out:find("c_client: timeout: no reply within 5 s", 1, true), out)
+      assert.is_false(out:find("connected:", 1, true) ~= nil, out)
+      assert.is_true(took >= 4.9 and took < 8, "took " .. took)
+    end)
   end)
 
   describe("love/main.lua in LÖVE", function()
