@@ -1288,6 +1288,7 @@ int wsuv__lua_listen(lua_State *L) {
     luaL_checktype(L, 3, LUA_TTABLE);
     read_limits(L, 3, &opts.lim);
     opts.max_pending = (size_t)opt_u64(L, 3, "max_pending", 0);
+    opts.max_connections = (size_t)opt_u64(L, 3, "max_connections", 0);
     read_pmd(L, 3, &opts.pmd);
     wsuv_tls_opts_t tls;
     char why[256];

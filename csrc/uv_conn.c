@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include <openssl/rand.h>
 
@@ -228,6 +229,7 @@ static void close_handle(wsuv_tconn_t *c) {
   /* Off the server now: it clears c->server only on the connections still
    * listed, and its close callback, which frees it, may run before ours. */
   unlink_pending(c);
+  if (c->server) c->server->nconns--;
   c->server = NULL;
   wsuv__ready(c->loop, &c->obj);
   if (!closing_already) uv_close((uv_handle_t *)&c->tcp, close_cb);
@@ -1119,10 +1121,15 @@ static ssize_t parse_head(wsuv_tconn_t *c) {
   return n;
 }
 
-static void server_reject(wsuv_tconn_t *c, int status, const char *why) {
+/* retry_after: seconds, for a refusal that may pass (503), or NULL. */
+static void server_reject(wsuv_tconn_t *c, int status, const char *why,
+                          const char *retry_after) {
+  wsuv_header_t h = {"Retry-After", 11, retry_after,
+                     retry_after ? strlen(retry_after) : 0};
   set_errorf(c, WSUV_EHANDSHAKE, "handshake", why);
   c->phase = WSUV_PHASE_REQUEST; /* So respond accepts it. */
-  wsuv__respond(c, status, NULL, 0, why, strlen(why));
+  wsuv__respond(c, status, retry_after ? &h : NULL, retry_after ? 1 : 0, why,
+                strlen(why));
 }
 
 static void server_head(wsuv_tconn_t *c) {
@@ -1130,20 +1137,27 @@ static void server_head(wsuv_tconn_t *c) {
   if (n == 0) return;
   if (n < 0) {
     if (n == WSUV_EHEADTOOBIG)
-      server_reject(c, 431, "request head too large");
+      server_reject(c, 431, "request head too large", NULL);
     else
-      server_reject(c, 400, "malformed request");
+      server_reject(c, 400, "malformed request", NULL);
     return;
   }
   c->hs->head_parsed = (size_t)n;
   stop_reading(c);
   wsuv_tserver_t *s = c->server;
   if (!s || s->closed) {
-    server_reject(c, 503, "server is closing");
+    server_reject(c, 503, "server is closing", NULL);
+    return;
+  }
+  /* nconns counts this one: the refused are answered, not dropped. A
+   * queue of requests drains in moments; a full server, when someone
+   * leaves. */
+  if (s->nconns > s->opts.max_connections) {
+    server_reject(c, 503, "too many connections", "5");
     return;
   }
   if (s->npending >= s->opts.max_pending) {
-    server_reject(c, 503, "too many pending connections");
+    server_reject(c, 503, "too many pending connections", "1");
     return;
   }
   c->phase = WSUV_PHASE_REQUEST;
@@ -1280,7 +1294,7 @@ static void handle_input(wsuv_tconn_t *c, uint8_t *buf, size_t len) {
     int err = head_append(c, buf, len);
     if (err) {
       if (c->role == WSUV_ROLE_SERVER && c->phase == WSUV_PHASE_HANDSHAKE)
-        server_reject(c, 431, "request head too large");
+        server_reject(c, 431, "request head too large", NULL);
       else
         fail(c, err, "handshake");
       return;
@@ -1568,19 +1582,34 @@ static void server_close_cb(uv_handle_t *h) {
   free(s);
 }
 
+/* Below the descriptor limit, so that a full server answers 503 rather
+ * than drop connections unanswered at EMFILE (libuv's way then). */
+static size_t default_max_connections(void) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
+      rl.rlim_cur > WSUV_MAX_CONNECTIONS + 64)
+    return WSUV_MAX_CONNECTIONS;
+  return rl.rlim_cur > 128 ? (size_t)rl.rlim_cur - 64 : 64;
+}
+
 static void connection_cb(uv_stream_t *ls, int status) {
   wsuv_tserver_t *s = ls->data;
   if (status < 0 || s->closed) return;
+  /* Out of memory here leaves the connection unaccepted, and libuv stops
+   * watching the listener until an accept: nothing to accept it with. */
   wsuv_tconn_t *c = conn_new(s->loop, WSUV_ROLE_SERVER, NULL, s->lim);
   if (!c) return;
-  c->server = s;
   c->phase = WSUV_PHASE_HANDSHAKE;
   c->deadline = wsuv__now(s->loop) + c->lim->handshake_timeout;
-  if (s->tls_ctx && !(c->tls = wsuv__tls_new(s->tls_ctx, 1, NULL))) {
+  /* Accepted before anything else may fail, so the listener goes on. */
+  if (uv_accept(ls, (uv_stream_t *)&c->tcp) != 0) {
     close_handle(c);
     return;
   }
-  if (uv_accept(ls, (uv_stream_t *)&c->tcp) != 0 || start_reading(c) != 0) {
+  c->server = s;
+  s->nconns++;
+  if ((s->tls_ctx && !(c->tls = wsuv__tls_new(s->tls_ctx, 1, NULL))) ||
+      start_reading(c) != 0) {
     close_handle(c);
     return;
   }
@@ -1609,6 +1638,8 @@ int wsuv__listen(wsuv_loop_t *l, const char *host, int port,
   *s->lim = s->opts.lim;
   s->lim->refs = 1;
   if (!s->opts.max_pending) s->opts.max_pending = 1024;
+  if (!s->opts.max_connections)
+    s->opts.max_connections = default_max_connections();
   uv_tcp_init(l->uv, &s->tcp);
   s->tcp.data = s;
   int err = uv_tcp_bind(&s->tcp, (struct sockaddr *)&ss, 0);
@@ -1652,7 +1683,7 @@ void wsuv__server_close(wsuv_tserver_t *s) {
    * their owners, who close them (the Lua server sends 1001). */
   while (s->pending_head) {
     wsuv_tconn_t *c = wsuv__server_pop(s);
-    server_reject(c, 503, "server is closing");
+    server_reject(c, 503, "server is closing", NULL);
   }
   for (wsuv_tconn_t *c = s->loop->conns; c; c = c->next)
     if (c->server == s) c->server = NULL;

@@ -204,9 +204,13 @@ typedef struct {
   size_t buffered;        /* bytes the memory BIOs hold allocated */
 } wsuv_tls_info_t;
 
+#define WSUV_MAX_CONNECTIONS 65536
+
 typedef struct {
   wsuv_limits_t lim;
   size_t max_pending;     /* parsed requests waiting for Lua */
+  size_t max_connections; /* open at once; 0: the descriptor limit less 64,
+                             at most WSUV_MAX_CONNECTIONS */
   SSL_CTX *tls_ctx;       /* taken over by the server when listen succeeds */
   wsuv_pmd_options_t pmd; /* permessage-deflate we accept (enabled = 0: no) */
 } wsuv_server_opts_t;
@@ -220,6 +224,7 @@ struct wsuv_tserver_s {
   wsuv_tserver_t *next, *prev; /* loop->servers */
   wsuv_tconn_t *pending_head, *pending_tail; /* parsed requests */
   size_t npending;
+  size_t nconns; /* accepted and not yet closed */
   int closed;
   SSL_CTX *tls_ctx; /* wss:// listener, or NULL */
 };

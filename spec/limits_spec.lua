@@ -1,6 +1,7 @@
 -- spec/limits_spec.lua: the limits and timeouts not covered elsewhere:
 -- max_head (431), max_frame (1009), close_timeout on both sides, the
--- handshake_timeout option, max_pending (503) and keepalive dead-peer
+-- handshake_timeout option, max_pending and max_connections (503 with
+-- Retry-After) and keepalive dead-peer
 -- detection (ping_interval/ping_timeout) on both sides.
 local H = require "spec.helper"
 local wsuv = require "wsuv"
@@ -207,7 +208,7 @@ describe("limits", function()
     return n
   end
 
-  it("a burst of requests beyond max_pending: the excess gets 503", function()
+  it("a burst of requests beyond max_pending: the excess gets 503, retry after 1 s", function()
     -- Six requests arrive before the loop runs, so C parses all of them in
     -- one pass, before the server's Lua coroutine can take any.
     local s = listen({ max_pending = 2 })
@@ -216,10 +217,13 @@ describe("limits", function()
     assert.are.same({ 2, 4 }, { count(got, 101), count(got, 503) })
     -- The two that were queued are real connections: they echo.
     for i, sock in ipairs(socks) do
+      local retry_after
+      repeat
+        local line = assert(sock:receive("*l"))
+        retry_after = retry_after or line:match("^Retry%-After: (%d+)$")
+      until line == ""
+      assert.are.equal(got[i] == 503 and "1" or nil, retry_after)
       if got[i] == 101 then
-        repeat
-          local line = assert(sock:receive("*l"))
-        until line == ""
         assert(sock:send(wsuv.core.encode_frame(1, "hi", { mask = true })))
         local echo = ""
         H.wait_until(wsuv, function()
@@ -230,6 +234,72 @@ describe("limits", function()
         assert.are.equal("\129\2hi", echo)
       end
     end
+  end)
+
+  -- The value of a header in a response's flat list (name, value, ...).
+  local function header(response, name)
+    for i = 1, #response.headers - 1, 2 do
+      if response.headers[i]:lower() == name then
+        return response.headers[i + 1]
+      end
+    end
+  end
+
+  it("a connection beyond max_connections gets 503 with Retry-After, until one leaves", function()
+    local s, url = listen({ max_connections = 2 })
+    local a, b = assert(connect(url)), assert(connect(url))
+    local c, err, code, response = connect(url)
+    assert.is_nil(c)
+    assert.are.equal("EHANDSHAKE", code, err)
+    assert.are.equal(503, response.status)
+    assert.are.equal("5", header(response, "retry-after"))
+    assert.truthy(response.body:find("too many connections", 1, true), response.body)
+    -- The two admitted still echo; once one has gone, there is room again.
+    assert(b:send("still here"))
+    assert.are.equal("still here", (b:receive(3)))
+    a:close()
+    assert.is_true(H.wait_until(wsuv, function()
+      local n = 0
+      for _ in s:clients() do
+        n = n + 1
+      end
+      return n == 1
+    end, 3))
+    c = assert(connect(url))
+    assert(c:send("third"))
+    assert.are.equal("third", (c:receive(3)))
+  end)
+
+  it("max_connections counts connections still in their handshake", function()
+    local s = listen({ max_connections = 2 })
+    -- Two sockets that have sent nothing hold the two places.
+    for _ = 1, 2 do
+      sockets[#sockets + 1] = H.raw_connect(s.port)
+    end
+    wsuv.sleep(0.05)
+    local c, _, code, response = connect(("ws://127.0.0.1:%d/"):format(s.port))
+    assert.are.same({ nil, "EHANDSHAKE", 503 }, { c, code, response and response.status })
+  end)
+
+  it("by default max_connections keeps 64 descriptors spare: the next is answered 503", function()
+    -- A child with 160 descriptors admits 96 connections; the 97th would
+    -- otherwise come near EMFILE, where libuv drops connections unanswered.
+    local job = H.start_job(("ulimit -n 160 && exec %s %s examples/echo_server.lua 0"):format(
+      H.lua_env(), H.lua_interpreter()))
+    peers[#peers + 1] = job
+    local url
+    assert.is_true(H.wait_until(wsuv, function()
+      url = (H.read_file(job.out) or ""):match("ws://127%.0%.0%.1:%d+/")
+      return url ~= nil
+    end, 10), "the echo server did not come up")
+    for i = 1, 96 do
+      assert(connect(url), "connection " .. i)
+    end
+    local c, _, code, response = connect(url)
+    assert.are.same({ nil, "EHANDSHAKE", 503 }, { c, code, response and response.status })
+    assert.are.equal("5", header(response, "retry-after"))
+    assert(conns[96]:send("last"))
+    assert.are.equal("last", (conns[96]:receive(3)))
   end)
 
   it("max_pending counts the requests Lua has not taken yet (core server)", function()
