@@ -5,6 +5,7 @@
 local H = require "spec.helper"
 local wsuv = require "wsuv"
 local cli = require "wsuv.cli"
+local compat = require "wsuv.compat"
 
 -- A file-like sink for stdout/stderr.
 local function sink()
@@ -173,6 +174,87 @@ describe("the wsuv command-line client", function()
     assert.is_truthy(err:find("usage", 1, true))
     rc = run({ "--ca" })
     assert.are.equal(2, rc)
+  end)
+
+  -- Runs `wsuv -l ... --once` in this process while client(url, keep)
+  -- runs in a wsuv coroutine, handing the connections it opens to keep;
+  -- returns its status, output and errors once it has ended. A failing
+  -- client's connections are closed, so that the server ends all the same.
+  local function serve(args, client)
+    local out, err = sink(), sink()
+    local failure
+    wsuv.spawn(function()
+      local url
+      assert(H.wait_until(wsuv, function()
+        url = out.text():match("listening on (wss?://%S+)")
+        return url ~= nil
+      end, 5), "no listening line")
+      local kept = {}
+      local ok, e = compat.pcall(client, url, function(c)
+        kept[#kept + 1] = c
+        return c
+      end)
+      if not ok then
+        failure = e
+        for _, c in ipairs(kept) do
+          c:close()
+        end
+        if #kept == 0 then
+          local c = wsuv.connect(url, { tls = { insecure = true } })
+          if c then
+            c:close()
+          end
+        end
+      end
+    end)
+    local rc = cli.main(args, lines_of({}), out, err)
+    wsuv.run()
+    assert(not failure, failure)
+    return rc, out.text(), err.text()
+  end
+
+  it("--listen prints what a client sends, --echo sends it back, --once ends", function()
+    local rc, out, err = serve({ "-l", "0", "--echo", "--once", "-p", "chat" }, function(url, keep)
+      local c = keep(assert(wsuv.connect(url .. "room?x=1", { protocols = { "chat" } })))
+      assert.are.equal("chat", c:protocol())
+      assert(c:send("hi"))
+      assert.are.same({ "hi", "text" }, { c:receive(3) })
+      assert(c:send("\0\1", "binary"))
+      assert.are.same({ "\0\1", "binary" }, { c:receive(3) })
+      -- One client at a time with --once: the next is told to come back.
+      local other, _, code, response = wsuv.connect(url)
+      assert.are.same({ nil, "EHANDSHAKE", 503 }, { other, code, response.status })
+      c:close(1000, "done")
+    end)
+    assert.are.equal(0, rc, err)
+    local port = out:match("listening on ws://127%.0%.0%.1:(%d+)/\n")
+    assert.truthy(port, out)
+    assert.truthy(out:find("\n#1 open 127%.0%.0%.1:%d+ /room%?x=1 %(chat%)\n"), out)
+    assert.truthy(out:find("\n#1 hi\n#1 <binary 2 bytes>\n#1 closed 1000 done\n$"), out)
+  end)
+
+  it("--listen with --cert and --key serves wss://", function()
+    local rc, out = serve({ "-l", "127.0.0.1:0", "--once", "--cert", C .. "server.pem", "--key",
+      C .. "server.key" }, function(url, keep)
+      local c = keep(assert(wsuv.connect(url, { tls = { ca = C .. "ca.pem",
+        servername = "localhost" } })))
+      assert.are.equal("TLSv1.3", c:tls_info().version)
+      assert(c:send("secret"))
+      c:close()
+    end)
+    assert.are.equal(0, rc)
+    assert.truthy(out:find("^listening on wss://127%.0%.0%.1:%d+/\n"), out)
+    assert.truthy(out:find("\n#1 secret\n", 1), out)
+  end)
+
+  it("--listen refuses a bad address, and a port already taken", function()
+    local rc, _, err = run({ "-l", "nope" })
+    assert.are.equal(2, rc)
+    assert.truthy(err:find("--listen needs [host:]port", 1, true), err)
+    local s = listen {}
+    rc, _, err = run({ "-l", tostring(s.port) })
+    assert.are.equal(1, rc)
+    assert.truthy(err:find("EADDRINUSE", 1, true), err)
   end)
 
   it("bin/wsuv runs as a command and reads stdin", function()

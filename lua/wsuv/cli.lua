@@ -5,13 +5,16 @@
 -- messages it sends each line of standard input. Replies are printed as they
 -- arrive while it waits (--wait seconds after each message). --follow then
 -- keeps printing what arrives until the server closes (a feed), and
--- --reconnect comes back when the server goes away.
+-- --reconnect comes back when the server goes away. --listen turns it
+-- around: a server that prints what its clients send (and --echo sends it
+-- back), to try a client against.
 local wsuv = require "wsuv"
 
 local M = {}
 
 local usage = [[
 usage: wsuv [options] ws[s]://host[:port]/path [message ...]
+       wsuv -l [host:]port [--echo] [--once] [-p NAME] [--cert FILE --key FILE]
   -p, --protocol NAME   offer a subprotocol (repeatable)
   -H, --header "K: V"   add a request header (repeatable)
   -w, --wait SECONDS    how long to wait for replies after each message (1)
@@ -22,6 +25,13 @@ usage: wsuv [options] ws[s]://host[:port]/path [message ...]
       --cert FILE       client certificate for wss:// (with --key)
       --key FILE        its private key
   -k, --insecure        do not verify the server's certificate
+  -l, --listen [HOST:]PORT
+                        serve instead (on 127.0.0.1 unless HOST; port 0: any
+                        free one): print each client's messages as "#N text";
+                        -p lists the subprotocols to accept, --cert and --key
+                        make it wss://
+  -e, --echo            with --listen, send each message back
+  -1, --once            with --listen, serve one client, then exit
   -h, --help            this text
 With no message arguments, each line of standard input is sent.]]
 
@@ -55,6 +65,17 @@ local function parse_args(args)
       o.follow = true
     elseif a == "-r" or a == "--reconnect" then
       o.reconnect = true
+    elseif a == "-l" or a == "--listen" then
+      i = i + 1
+      local host, port = (args[i] or ""):match("^(.-):?(%d+)$")
+      if not port or tonumber(port) > 65535 then
+        return nil, "--listen needs [host:]port"
+      end
+      o.listen = { host = host ~= "" and host or "127.0.0.1", port = tonumber(port) }
+    elseif a == "-e" or a == "--echo" then
+      o.echo = true
+    elseif a == "-1" or a == "--once" then
+      o.once = true
     elseif tls_files[a] then
       i = i + 1
       if not args[i] then
@@ -73,6 +94,10 @@ local function parse_args(args)
   return o
 end
 
+local function shown(msg, kind)
+  return kind == "binary" and ("<binary %d bytes>"):format(#msg) or msg
+end
+
 local function drain(conn, wait, out)
   local deadline = wsuv.now() + wait
   while true do
@@ -82,7 +107,7 @@ local function drain(conn, wait, out)
     end
     local msg, kind, code, reason = conn:receive(left < math.huge and left or nil)
     if msg then
-      out:write(kind == "binary" and ("<binary %d bytes>"):format(#msg) or msg, "\n")
+      out:write(shown(msg, kind), "\n")
       out:flush()
     elseif kind == "closed" then
       out:write(("closed by server: %s %s\n"):format(tostring(code), reason or ""))
@@ -93,10 +118,63 @@ local function drain(conn, wait, out)
   end
 end
 
+-- --listen: serves until killed (or, with --once, until its one client
+-- has gone). Returns the exit status.
+local function serve(o, stdout, stderr)
+  local tls = (o.tls.cert or o.tls.key) and { cert = o.tls.cert, key = o.tls.key } or nil
+  local n, server = 0, nil
+  local function say(fmt, ...)
+    stdout:write(fmt:format(...), "\n")
+    stdout:flush()
+  end
+  local err, code
+  server, err, code = wsuv.listen({
+    host = o.listen.host,
+    port = o.listen.port,
+    protocols = #o.protocols > 0 and o.protocols or nil,
+    tls = tls,
+    max_connections = o.once and 1 or nil,
+    on_connect = function(conn)
+      n = n + 1
+      local id = n
+      local ip, port = conn:peer()
+      local proto = conn:protocol()
+      say("#%d open %s:%s %s%s", id, tostring(ip), tostring(port), conn:request().target,
+        proto and (" (" .. proto .. ")") or "")
+      while true do
+        local msg, kind, ccode, reason = conn:receive()
+        if not msg then
+          say("#%d closed %s %s", id, tostring(ccode), reason or "")
+          break
+        end
+        say("#%d %s", id, shown(msg, kind))
+        if o.echo then
+          conn:send(msg, kind)
+        end
+      end
+      if o.once then
+        server:close()
+      end
+    end,
+  })
+  if not server then
+    stderr:write("wsuv: ", err, " (", tostring(code), ")\n")
+    return 1
+  end
+  local shown_host = o.listen.host:find(":", 1, true) and ("[" .. o.listen.host .. "]")
+    or o.listen.host
+  say("listening on %s://%s:%d/", tls and "wss" or "ws", shown_host, server.port)
+  wsuv.run()
+  return 0
+end
+
 -- Returns the process exit status.
 function M.main(args, stdin, stdout, stderr)
   stdin, stdout, stderr = stdin or io.stdin, stdout or io.stdout, stderr or io.stderr
   local o, err = parse_args(args or {})
+  if o and o.listen and not o.help then
+    return serve(o, stdout, stderr)
+  end
   if not o or o.help or not o.url then
     stderr:write(err and (err .. "\n") or "", usage, "\n")
     return (o and o.help) and 0 or 2
