@@ -14,8 +14,8 @@
 #define FLAG_SLOT 4 /* the message waits in the inbox (see queue_push) */
 
 static const char *const phase_names[] = {
-    "connecting", "connecting", "handshake", "request",
-    "open",       "closing",    "closed"};
+    "connecting", "connecting", "connecting", "handshake",
+    "request",    "open",       "closing",    "closed"};
 
 /* Upvalues of every method (see new_class). */
 #define KIND_TEXT      lua_upvalueindex(1)
@@ -1228,7 +1228,8 @@ static int push_tls_error(lua_State *L, const char *op, int err,
 }
 
 /* core.connect(host, port, opts) -> conn | nil, msg, code
- * opts: host_header, target, origin, protocols, extensions, headers, and
+ * opts: host_header, target, origin, protocols, extensions, headers,
+ * proxy_host, proxy_port, proxy_authority, proxy_authorization, and
  * the limits of read_limits. */
 int wsuv__lua_connect(lua_State *L) {
   wsuv_lloop_t *ll = wsuv__lua_loop(L);
@@ -1263,9 +1264,17 @@ int wsuv__lua_connect(lua_State *L) {
     ctx = wsuv__tls_client_ctx(&ll->loop, &tls, why, sizeof(why));
     if (!ctx) return push_tls_error(L, "connect", WSUV_ETLS, why);
   }
+  wsuv_proxy_t proxy = {
+      .host = opt_str(L, 3, "proxy_host"),
+      .port = (int)opt_u64(L, 3, "proxy_port", 0),
+      .authority = opt_str(L, 3, "proxy_authority"),
+      .authorization = opt_str(L, 3, "proxy_authorization"),
+  };
+  if (proxy.host && (proxy.port <= 0 || proxy.port > 65535 || !proxy.authority))
+    return luaL_error(L, "connect: proxy_port and proxy_authority are needed");
   wsuv_tconn_t *c = NULL;
   int err = wsuv__connect(&ll->loop, host, port, &req, &lim, ctx,
-                          tls.servername, &pmd, &c);
+                          tls.servername, &pmd, proxy.host ? &proxy : NULL, &c);
   lua_pop(L, 1);
   if (err == WSUV_EINVAL)
     return luaL_error(L, "connect: invalid header or option value");

@@ -48,6 +48,7 @@ typedef struct {
 static void close_handle(wsuv_tconn_t *c);
 static void finish(wsuv_tconn_t *c);
 static void handle_input(wsuv_tconn_t *c, uint8_t *buf, size_t len);
+static void proxy_head(wsuv_tconn_t *c);
 static void try_next_addr(wsuv_tconn_t *c);
 static int flush_conn(wsuv_tconn_t *c);
 static void out_free(wsuv_loop_t *l, uint8_t *out, size_t cap);
@@ -185,6 +186,8 @@ static void free_handshake(wsuv_tconn_t *c) {
   free(hs->offer_extensions);
   free(hs->request);
   free(hs->pmd_offer);
+  free(hs->proxy_request);
+  wsuv__tls_free(hs->tls_later);
   free(hs);
   c->hs = NULL;
 }
@@ -1307,6 +1310,13 @@ static void handle_input(wsuv_tconn_t *c, uint8_t *buf, size_t len) {
     }
     return;
   }
+  case WSUV_PHASE_PROXY:
+    if (head_append(c, buf, len) != 0) {
+      fail(c, WSUV_EHEADTOOBIG, "proxy");
+      return;
+    }
+    proxy_head(c);
+    return;
   case WSUV_PHASE_OPEN:
   case WSUV_PHASE_CLOSING:
     if (!c->ws_inited ||
@@ -1320,6 +1330,70 @@ static void handle_input(wsuv_tconn_t *c, uint8_t *buf, size_t len) {
 }
 
 /* ---- Client ------------------------------------------------------------ */
+
+/* Writes an HTTP head we made (*head, then freed) and reads the answer,
+ * within the handshake timeout. */
+static void send_head(wsuv_tconn_t *c, char **head, size_t len,
+                      const char *op) {
+  c->deadline = wsuv__now(c->loop) + c->lim->handshake_timeout;
+  int err = out_append(c, *head, len);
+  free(*head);
+  *head = NULL;
+  if (!err) err = start_reading(c);
+  if (err) {
+    fail(c, err, op);
+    return;
+  }
+  mark_dirty(c);
+  flush_conn(c);
+}
+
+/* The proxy's answer to CONNECT: a 2xx opens the tunnel, and the WebSocket
+ * handshake (after TLS's, for wss://) goes through it as if the server
+ * were connected directly. Anything else fails the connection, its
+ * response kept for conn:response(). */
+static void proxy_head(wsuv_tconn_t *c) {
+  ssize_t n = parse_head(c);
+  if (n == 0) return;
+  if (n < 0) {
+    fail(c, (int)n, "proxy");
+    return;
+  }
+  int status = c->hs->http.status;
+  if (status < 200 || status > 299) {
+    c->hs->head_parsed = (size_t)n;
+    char msg[64];
+    snprintf(msg, sizeof(msg), "answered with status %d", status);
+    set_errorf(c, WSUV_EPROXY, "proxy", msg);
+    close_handle(c);
+    return;
+  }
+  /* The server speaks second in both protocols that follow, so a proxy
+   * sends nothing more before our request; any bytes that did come are
+   * the tunnel's, fed once it is set up. */
+  size_t extra = c->hs->head_len - (size_t)n;
+  uint8_t *rest = extra ? malloc(extra) : NULL;
+  if (extra && !rest) {
+    fail(c, WSUV_ENOMEM, "proxy");
+    return;
+  }
+  if (extra) memcpy(rest, c->hs->head + n, extra);
+  free(c->hs->hdrs);
+  c->hs->hdrs = NULL;
+  memset(&c->hs->http, 0, sizeof(c->hs->http));
+  c->hs->head_len = c->hs->head_parsed = 0;
+  c->tls = c->hs->tls_later;
+  c->hs->tls_later = NULL;
+  c->phase = WSUV_PHASE_HANDSHAKE;
+  send_head(c, &c->hs->request, c->hs->request_len, "connect");
+  if (extra && c->tcp_open) {
+    if (c->tls)
+      tls_input(c, rest, extra);
+    else
+      handle_input(c, rest, extra);
+  }
+  free(rest);
+}
 
 static void connect_cb(uv_connect_t *req, int status) {
   wsuv_tconn_t *c = req->data;
@@ -1339,18 +1413,13 @@ static void connect_cb(uv_connect_t *req, int status) {
   c->hs->addrs = c->hs->addr_next = NULL;
   /* Small frames (and TLS handshake flights) must not wait for Nagle. */
   uv_tcp_nodelay(&c->tcp, 1);
-  c->phase = WSUV_PHASE_HANDSHAKE;
-  c->deadline = wsuv__now(c->loop) + c->lim->handshake_timeout;
-  int err = out_append(c, c->hs->request, c->hs->request_len);
-  free(c->hs->request);
-  c->hs->request = NULL;
-  if (!err) err = start_reading(c);
-  if (err) {
-    fail(c, err, "connect");
+  if (c->hs->proxy_request) {
+    c->phase = WSUV_PHASE_PROXY;
+    send_head(c, &c->hs->proxy_request, c->hs->proxy_request_len, "proxy");
     return;
   }
-  mark_dirty(c);
-  flush_conn(c);
+  c->phase = WSUV_PHASE_HANDSHAKE;
+  send_head(c, &c->hs->request, c->hs->request_len, "connect");
 }
 
 static void try_next_addr(wsuv_tconn_t *c) {
@@ -1399,10 +1468,28 @@ static char *dupstr(const char *s) {
   return d;
 }
 
+/* "CONNECT authority HTTP/1.1" with Host and, when given,
+ * Proxy-Authorization; NULL for a value that would break the head. */
+static char *proxy_request(const wsuv_proxy_t *p, size_t *len) {
+  const char *auth = p->authorization;
+  if (strpbrk(p->authority, "\r\n ") || (auth && strpbrk(auth, "\r\n")))
+    return NULL;
+  size_t cap = 2 * strlen(p->authority) + (auth ? strlen(auth) : 0) + 96;
+  char *r = malloc(cap);
+  if (!r) return NULL;
+  int n =
+      snprintf(r, cap, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n%s%s%s\r\n",
+               p->authority, p->authority, auth ? "Proxy-Authorization: " : "",
+               auth ? auth : "", auth ? "\r\n" : "");
+  *len = (size_t)n;
+  return r;
+}
+
 int wsuv__connect(wsuv_loop_t *l, const char *host, int port,
                   const wsuv_client_request_t *req_in, const wsuv_limits_t *lim,
                   SSL_CTX *tls_ctx, const char *servername,
-                  const wsuv_pmd_options_t *pmd, wsuv_tconn_t **out) {
+                  const wsuv_pmd_options_t *pmd, const wsuv_proxy_t *proxy,
+                  wsuv_tconn_t **out) {
   wsuv_client_request_t offer_req = *req_in, *req = &offer_req;
   char offer[WSUV_PMD_EXT_MAX];
   if (pmd && pmd->enabled) {
@@ -1455,6 +1542,20 @@ int wsuv__connect(wsuv_loop_t *l, const char *host, int port,
       return UV_ENOMEM;
     }
     *c->hs->pmd_offer = *pmd;
+  }
+  if (proxy) {
+    c->hs->proxy_request = proxy_request(proxy, &c->hs->proxy_request_len);
+    if (!c->hs->proxy_request) {
+      wsuv__abort(c, WSUV_EINVAL, NULL);
+      c->obj.data = NULL;
+      return WSUV_EINVAL;
+    }
+    /* TLS is with the server, inside the tunnel: it starts once the
+     * proxy has opened it. */
+    c->hs->tls_later = c->tls;
+    c->tls = NULL;
+    host = proxy->host;
+    port = proxy->port;
   }
   c->phase = WSUV_PHASE_RESOLVING;
   c->deadline = wsuv__now(l) + c->lim->connect_timeout;
@@ -1709,6 +1810,9 @@ static void sweep_conn(wsuv_tconn_t *c, uint64_t now) {
     case WSUV_PHASE_CONNECTING:
       c->hs->addr_next = NULL;
       wsuv__abort(c, UV_ETIMEDOUT, "connect: timed out");
+      return;
+    case WSUV_PHASE_PROXY:
+      wsuv__abort(c, UV_ETIMEDOUT, "proxy: timed out");
       return;
     case WSUV_PHASE_HANDSHAKE:
     case WSUV_PHASE_REQUEST:

@@ -87,6 +87,7 @@ struct wsuv_loop_s {
 typedef enum {
   WSUV_PHASE_RESOLVING = 0, /* client: DNS */
   WSUV_PHASE_CONNECTING,    /* client: TCP connect */
+  WSUV_PHASE_PROXY,         /* client: waiting for the proxy's tunnel */
   WSUV_PHASE_HANDSHAKE,     /* reading the peer's HTTP head */
   WSUV_PHASE_REQUEST,       /* server: head parsed, waiting for Lua */
   WSUV_PHASE_OPEN,
@@ -127,6 +128,9 @@ typedef struct {
   struct addrinfo *addrs, *addr_next;
   uv_connect_t creq;
   wsuv_pmd_options_t *pmd_offer; /* client: what we offered, until open */
+  char *proxy_request;           /* client: CONNECT to send to the proxy */
+  size_t proxy_request_len;
+  wsuv_tls_t *tls_later; /* wss:// through a proxy: TLS once tunnelled */
 } wsuv_handshake_t;
 
 typedef struct wsuv_seg_s {
@@ -254,10 +258,21 @@ void wsuv__limits_default(wsuv_limits_t *lim);
  * reference); servername is the name to send and verify. */
 /* pmd, when enabled, offers permessage-deflate (req->extensions is then
  * replaced by the offer). */
+/* An HTTP proxy to tunnel through (CONNECT, RFC 9110 9.3.6): its address,
+ * the authority to ask for ("host:port") and a Proxy-Authorization value
+ * or NULL. */
+typedef struct {
+  const char *host;
+  int port;
+  const char *authority;
+  const char *authorization;
+} wsuv_proxy_t;
+
 int wsuv__connect(wsuv_loop_t *l, const char *host, int port,
                   const wsuv_client_request_t *req, const wsuv_limits_t *lim,
                   SSL_CTX *tls_ctx, const char *servername,
-                  const wsuv_pmd_options_t *pmd, wsuv_tconn_t **out);
+                  const wsuv_pmd_options_t *pmd, const wsuv_proxy_t *proxy,
+                  wsuv_tconn_t **out);
 /* Sends one frame. pin, when not NULL, lends data for a zero-copy write
  * (server role); otherwise data is copied. With permessage-deflate, data
  * frames are compressed unless plain is set (on a message's first frame). */

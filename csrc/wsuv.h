@@ -44,7 +44,8 @@ extern "C" {
   XX(EDEFLATE, -30013, "invalid compressed data", 1007)                        \
   XX(ESTATE, -30014, "not allowed in this state", 1011)                        \
   XX(EBUFFULL, -30015, "send buffer full", 1011)                               \
-  XX(ETLS, -30016, "TLS failure", 1015)
+  XX(ETLS, -30016, "TLS failure", 1015)                                        \
+  XX(EPROXY, -30017, "proxy refused the tunnel", 1006)
 
 typedef enum {
 #define WSUV_XX(name, val, msg, close) WSUV_##name = val,

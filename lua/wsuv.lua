@@ -106,6 +106,16 @@ function M.connect(address, opts)
     tls = u.secure and (tls or {}) or nil,
     compression = opts.compression,
   }
+  if opts.proxy ~= nil then
+    local p, perr = url.parse_proxy(opts.proxy)
+    if not p then
+      return nil, "connect: " .. perr, "EINVAL"
+    end
+    copts.proxy_host, copts.proxy_port, copts.proxy_authorization = p.host, p.port, p.authorization
+    -- CONNECT names the server as the URL does, brackets around IPv6.
+    copts.proxy_authority = (u.host:find(":", 1, true) and ("[" .. u.host .. "]") or u.host)
+      .. ":" .. u.port
+  end
   for _, k in ipairs(limit_keys) do
     copts[k] = opts[k]
   end

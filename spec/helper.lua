@@ -280,6 +280,16 @@ H.UPGRADE = table.concat({
   "", "",
 }, "\r\n")
 
+-- wsuv.connect(url, opts), keeping an opened connection in list (for an
+-- after_each to close).
+function H.connect_kept(wsuv, list, url, opts)
+  local c, err, code, response = wsuv.connect(url, opts)
+  if c then
+    list[#list + 1] = c
+  end
+  return c, err, code, response
+end
+
 -- Empties a list of connections, closing those still open (after_each).
 function H.close_all(conns)
   for i = #conns, 1, -1 do

@@ -18,11 +18,7 @@ describe("limits", function()
   end
 
   local function connect(url, opts)
-    local c, err, code, response = wsuv.connect(url, opts)
-    if c then
-      conns[#conns + 1] = c
-    end
-    return c, err, code, response
+    return H.connect_kept(wsuv, conns, url, opts)
   end
 
   after_each(function()

@@ -20,11 +20,7 @@ local function listen(opts)
 end
 
 local function connect(url, opts)
-  local c, err, code, resp = wsuv.connect(url, opts)
-  if c then
-    clients[#clients + 1] = c
-  end
-  return c, err, code, resp
+  return H.connect_kept(wsuv, clients, url, opts)
 end
 
 local function wait_for(cond, timeout)

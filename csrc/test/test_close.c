@@ -143,6 +143,7 @@ static void test_errno(void) {
   CHECK_EQ_INT(wsuv_err_close_code(WSUV_ENOMEM), 1011);
   CHECK_EQ_INT(wsuv_err_close_code(WSUV_EEXTENSION), 1010);
   CHECK_EQ_INT(wsuv_err_close_code(WSUV_ETLS), 1015);
+  CHECK(strcmp(wsuv_err_name(WSUV_EPROXY), "EPROXY") == 0);
   CHECK_EQ_INT(wsuv_err_close_code(12345), 1011);
   /* Every entry has a distinct name and a message. */
   int count = 0;
@@ -153,7 +154,7 @@ static void test_errno(void) {
   count++;
   WSUV_ERRNO_MAP(WSUV_XX)
 #undef WSUV_XX
-  CHECK_EQ_INT(count, 16);
+  CHECK_EQ_INT(count, 17);
 }
 
 int main(void) {

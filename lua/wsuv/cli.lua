@@ -25,6 +25,7 @@ usage: wsuv [options] ws[s]://host[:port]/path [message ...]
       --cert FILE       client certificate for wss:// (with --key)
       --key FILE        its private key
   -k, --insecure        do not verify the server's certificate
+  -x, --proxy URL       through an HTTP proxy: http://[user:password@]host[:port]
   -l, --listen [HOST:]PORT
                         serve instead (on 127.0.0.1 unless HOST; port 0: any
                         free one): print each client's messages as "#N text";
@@ -84,6 +85,12 @@ local function parse_args(args)
       o.tls[tls_files[a]] = args[i]
     elseif a == "-k" or a == "--insecure" then
       o.tls.insecure = true
+    elseif a == "-x" or a == "--proxy" then
+      i = i + 1
+      if not args[i] then
+        return nil, a .. " needs a URL"
+      end
+      o.proxy = args[i]
     elseif not o.url then
       o.url = a
     else
@@ -183,6 +190,7 @@ function M.main(args, stdin, stdout, stderr)
     protocols = #o.protocols > 0 and o.protocols or nil,
     headers = o.headers,
     tls = o.tls,
+    proxy = o.proxy,
     reconnect = o.reconnect and {
       on_reconnect = function()
         stderr:write("wsuv: reconnected\n")

@@ -6,6 +6,15 @@ local M = {}
 
 local default_port = { ws = 80, wss = 443 }
 
+-- host, port ("" when absent) of "host[:port]" or "[v6]:port"; nil when
+-- malformed.
+local function split_authority(authority)
+  if authority:sub(1, 1) == "[" then
+    return authority:match("^%[([%x:.%%]+)%]:?(%d*)$")
+  end
+  return authority:match("^([^:]+):?(%d*)$")
+end
+
 -- Returns {scheme, host, port, target, host_header, secure} or nil, message.
 function M.parse(url)
   if type(url) ~= "string" then
@@ -26,12 +35,7 @@ function M.parse(url)
   if authority:find("@", 1, true) then
     return nil, "user information in a WebSocket URL is not supported"
   end
-  local host, port
-  if authority:sub(1, 1) == "[" then
-    host, port = authority:match("^%[([%x:.%%]+)%]:?(%d*)$")
-  else
-    host, port = authority:match("^([^:]+):?(%d*)$")
-  end
+  local host, port = split_authority(authority)
   if not host or host == "" then
     return nil, "invalid host in URL: " .. url
   end
@@ -57,6 +61,65 @@ function M.parse(url)
     target = target,
     host_header = host_header,
   }
+end
+
+local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+local function base64(s)
+  local out = {}
+  for i = 1, #s, 3 do
+    local a, b, c = s:byte(i, i + 2)
+    local n = a * 65536 + (b or 0) * 256 + (c or 0)
+    local q = {}
+    for k = 1, 4 do
+      local v = math.floor(n / 2 ^ (6 * (4 - k))) % 64
+      q[k] = B64:sub(v + 1, v + 1)
+    end
+    if not b then
+      q[3] = "="
+    end
+    if not c then
+      q[4] = "="
+    end
+    out[#out + 1] = table.concat(q)
+  end
+  return table.concat(out)
+end
+
+local function unescape(s)
+  return (s:gsub("%%(%x%x)", function(h)
+    return string.char(tonumber(h, 16))
+  end))
+end
+
+-- An HTTP proxy's URL, "http://[user:password@]host[:port]" (port 80 by
+-- default): {host, port, authorization} or nil, message. The user and
+-- password may be percent-encoded; they go as Basic credentials.
+function M.parse_proxy(proxy)
+  if type(proxy) ~= "string" then
+    return nil, "proxy must be a URL string"
+  end
+  local rest = proxy:match("^[hH][tT][tT][pP]://(.*)$")
+  if not rest then
+    return nil, "proxy: expected http://[user:password@]host[:port]: " .. proxy
+  end
+  rest = rest:gsub("/$", "")
+  local userinfo, hostport = rest:match("^(.*)@([^@]*)$")
+  hostport = hostport or rest
+  local host, port = split_authority(hostport)
+  if hostport:find("/", 1, true) then
+    host = nil -- a proxy URL has no path
+  end
+  port = port and (port ~= "" and tonumber(port) or 80)
+  if not host or port < 1 or port > 65535 then
+    return nil, "proxy: invalid host or port: " .. proxy
+  end
+  local authorization
+  if userinfo then
+    local user, password = userinfo:match("^([^:]*):?(.*)$")
+    authorization = "Basic " .. base64(unescape(user) .. ":" .. unescape(password))
+  end
+  return { host = host, port = port, authorization = authorization }
 end
 
 -- Splits a request target into path and query (without the '?').
