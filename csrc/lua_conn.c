@@ -1307,6 +1307,20 @@ int wsuv__lua_listen(lua_State *L) {
       if (e) return push_tls_error(L, "listen", e, why);
     }
   }
+  size_t limit, room = wsuv__descriptor_room(&limit);
+  if (opts.max_connections > room) {
+    /* Past the limit clients would be dropped unanswered: say so now. */
+    SSL_CTX_free(opts.tls_ctx);
+    lua_pushnil(L);
+    lua_pushfstring(L,
+                    "listen: max_connections %d needs more descriptors than "
+                    "`ulimit -n` (%d) allows: raise it, or allow at most %d",
+                    opts.max_connections > INT_MAX ? INT_MAX
+                                                   : (int)opts.max_connections,
+                    (int)limit, (int)room);
+    lua_pushstring(L, "EINVAL");
+    return 3;
+  }
   wsuv_tserver_t *s = NULL;
   int err = wsuv__listen(&ll->loop, host, port, &opts, &s);
   if (err) {

@@ -1683,14 +1683,23 @@ static void server_close_cb(uv_handle_t *h) {
   free(s);
 }
 
-/* Below the descriptor limit, so that a full server answers 503 rather
- * than drop connections unanswered at EMFILE (libuv's way then). */
-static size_t default_max_connections(void) {
+size_t wsuv__descriptor_room(size_t *limit) {
   struct rlimit rl;
   if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
-      rl.rlim_cur > WSUV_MAX_CONNECTIONS + 64)
-    return WSUV_MAX_CONNECTIONS;
+      rl.rlim_cur > SIZE_MAX) {
+    *limit = 0;
+    return SIZE_MAX;
+  }
+  *limit = (size_t)rl.rlim_cur;
   return rl.rlim_cur > 128 ? (size_t)rl.rlim_cur - 64 : 64;
+}
+
+/* Below the descriptor limit, so that a full server answers 503: at
+ * EMFILE libuv accepts and closes what waits, dropping it unanswered and
+ * telling no one. */
+static size_t default_max_connections(void) {
+  size_t limit, room = wsuv__descriptor_room(&limit);
+  return room < WSUV_MAX_CONNECTIONS ? room : WSUV_MAX_CONNECTIONS;
 }
 
 static void connection_cb(uv_stream_t *ls, int status) {

@@ -268,6 +268,11 @@ typedef struct {
   const char *authorization;
 } wsuv_proxy_t;
 
+/* How many connections the descriptor limit leaves room for, 64 kept for
+ * the rest of the process (at least 64; SIZE_MAX when unlimited); *limit
+ * is the limit itself, 0 when unlimited. */
+size_t wsuv__descriptor_room(size_t *limit);
+
 int wsuv__connect(wsuv_loop_t *l, const char *host, int port,
                   const wsuv_client_request_t *req, const wsuv_limits_t *lim,
                   SSL_CTX *tls_ctx, const char *servername,

@@ -298,6 +298,22 @@ describe("limits", function()
     assert.are.equal("last", (conns[96]:receive(3)))
   end)
 
+  it("a max_connections the descriptor limit cannot hold is refused at listen", function()
+    -- At EMFILE libuv drops clients unanswered and tells no one: better
+    -- to hear it when the server starts.
+    local script = "local wsuv = require 'wsuv'; for _, n in ipairs({ 200, 96 }) do "
+      .. "local s, err, code = wsuv.listen({ port = 0, max_connections = n, "
+      .. "on_connect = function() end }); print(n, s and 'ok' or err, code); "
+      .. "if s then s:close() end end"
+    local job = H.start_job(("ulimit -n 160 && %s %s -e %s"):format(H.lua_env(),
+      H.lua_interpreter(), H.sh_quote(script)))
+    local rc, out = H.wait_job(wsuv, job, 10)
+    assert.are.equal(0, rc, out)
+    assert.truthy(out:find("200\tlisten: max_connections 200 needs more descriptors than "
+      .. "`ulimit -n` (160) allows: raise it, or allow at most 96\tEINVAL\n", 1, true), out)
+    assert.truthy(out:find("96\tok\tnil\n", 1, true), out)
+  end)
+
   it("max_pending counts the requests Lua has not taken yet (core server)", function()
     local core = wsuv.core
     local s = assert(core.listen("127.0.0.1", 0, { max_pending = 2 }))
