@@ -106,8 +106,12 @@ function M.connect(address, opts)
     tls = u.secure and (tls or {}) or nil,
     compression = opts.compression,
   }
-  if opts.proxy ~= nil then
-    local p, perr = url.parse_proxy(opts.proxy)
+  local proxy = opts.proxy
+  if proxy == true then
+    proxy = url.proxy_from_env(u, os.getenv)
+  end
+  if proxy ~= nil and proxy ~= false then
+    local p, perr = url.parse_proxy(proxy)
     if not p then
       return nil, "connect: " .. perr, "EINVAL"
     end

@@ -3,7 +3,7 @@
 -- Basic credentials: ws:// and wss:// (TLS with the server, inside the
 -- tunnel), the proxy's refusals (407 without credentials, its answer when
 -- the server is not there), a proxy that is not there or never answers,
--- and the command line's --proxy.
+-- the command line's --proxy; and which proxy the environment names.
 local H = require "spec.helper"
 local wsuv = require "wsuv"
 local cli = require "wsuv.cli"
@@ -177,5 +177,59 @@ describe("connect through an HTTP proxy", function()
       end }, sink, sink)
     assert.are.equal(0, rc, table.concat(out))
     assert.are.equal(("host 127.0.0.1:%d\nhi\n"):format(s.port), table.concat(out))
+  end)
+end)
+
+describe("the proxy from the environment (proxy = true)", function()
+  local url = require "wsuv.url"
+  local function env(t)
+    return function(name)
+      return t[name]
+    end
+  end
+  local function via(address, vars)
+    return url.proxy_from_env(assert(url.parse(address)), env(vars))
+  end
+
+  it("reads https_proxy for wss://, http_proxy for ws://, then all_proxy, as curl does", function()
+    local all = { https_proxy = "http://s:1", http_proxy = "http://p:1", ALL_PROXY = "http://a:1" }
+    assert.are.equal("http://s:1", via("wss://example.com/", all))
+    assert.are.equal("http://p:1", via("ws://example.com:8080/", all))
+    assert.are.equal("http://S:1", via("wss://example.com/", { HTTPS_PROXY = "http://S:1" }))
+    assert.are.equal("http://a:1", via("ws://example.com/", { ALL_PROXY = "http://a:1" }))
+    -- HTTP_PROXY is a CGI request's header ("httpoxy"): never read.
+    assert.is_nil(via("ws://example.com/", { HTTP_PROXY = "http://evil:1" }))
+    assert.is_nil(via("wss://example.com/", { https_proxy = "" }))
+    assert.is_nil(via("wss://example.com/", {}))
+  end)
+
+  it("leaves out NO_PROXY's hosts and domains, and loopback always", function()
+    local vars = { https_proxy = "http://s:1",
+      no_proxy = "internal.example, .corp.example:443,10.0.0.1" }
+    for _, direct in ipairs({ "wss://internal.example/", "wss://a.internal.example/",
+      "wss://corp.example/", "wss://x.corp.example/", "wss://10.0.0.1/", "wss://127.0.0.1:9/",
+      "wss://127.8.9.10/", "wss://localhost/", "wss://LocalHost/", "wss://[::1]:9/",
+      "wss://app.localhost/" }) do
+      assert.is_nil(via(direct, vars), direct)
+    end
+    for _, proxied in ipairs({ "wss://notinternal.example/", "wss://example.com/",
+      "wss://10.0.0.10/" }) do
+      assert.are.equal("http://s:1", via(proxied, vars), proxied)
+    end
+    assert.is_nil(via("wss://example.com/", { https_proxy = "http://s:1", NO_PROXY = "*" }))
+  end)
+
+  it("goes straight to a loopback server whatever the environment says", function()
+    local s = assert(wsuv.listen({ host = "127.0.0.1", port = 0, on_connect = H.echo }))
+    local dead = "http://127.0.0.1:" .. H.closed_port(wsuv)
+    local script = ("local wsuv = require 'wsuv'; local c = assert(wsuv.connect("
+      .. "'ws://127.0.0.1:%d/', { proxy = true })); c:send('direct'); "
+      .. "local m, k = c:receive(5); print(m, k); c:close()"):format(s.port)
+    local job = H.start_job(("env http_proxy=%s all_proxy=%s %s %s -e %s"):format(dead, dead,
+      H.lua_env(), H.lua_interpreter(), H.sh_quote(script)))
+    local rc, out = H.wait_job(wsuv, job, 10)
+    s:close()
+    assert.are.equal(0, rc, out)
+    assert.are.equal("direct\ttext\n", out)
   end)
 end)

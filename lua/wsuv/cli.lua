@@ -26,6 +26,7 @@ usage: wsuv [options] ws[s]://host[:port]/path [message ...]
       --key FILE        its private key
   -k, --insecure        do not verify the server's certificate
   -x, --proxy URL       through an HTTP proxy: http://[user:password@]host[:port]
+                        (default: https_proxy or http_proxy, as curl; "" for none)
   -l, --listen [HOST:]PORT
                         serve instead (on 127.0.0.1 unless HOST; port 0: any
                         free one): print each client's messages as "#N text";
@@ -72,6 +73,7 @@ local function parse_args(args)
       if not port or tonumber(port) > 65535 then
         return nil, "--listen needs [host:]port"
       end
+      host = host:match("^%[(.*)%]$") or host -- [::1]:8080
       o.listen = { host = host ~= "" and host or "127.0.0.1", port = tonumber(port) }
     elseif a == "-e" or a == "--echo" then
       o.echo = true
@@ -190,7 +192,7 @@ function M.main(args, stdin, stdout, stderr)
     protocols = #o.protocols > 0 and o.protocols or nil,
     headers = o.headers,
     tls = o.tls,
-    proxy = o.proxy,
+    proxy = (o.proxy == nil) or (o.proxy ~= "" and o.proxy),
     reconnect = o.reconnect and {
       on_reconnect = function()
         stderr:write("wsuv: reconnected\n")

@@ -122,6 +122,44 @@ function M.parse_proxy(proxy)
   return { host = host, port = port, authorization = authorization }
 end
 
+local function loopback(host)
+  host = host:lower()
+  return host == "localhost" or host == "::1" or host:match("^127%.%d+%.%d+%.%d+$") ~= nil
+    or host:match("%.localhost$") ~= nil
+end
+
+-- Whether NO_PROXY's list ("*", or hosts and domains, comma-separated,
+-- each maybe with a leading dot or a :port) covers host.
+local function excluded(list, host)
+  host = host:lower()
+  for entry in (list or ""):gmatch("[^,%s]+") do
+    entry = entry:lower():gsub("^%*?%.", ""):gsub(":%d+$", "")
+    if entry == "*" or host == entry or host:sub(-#entry - 1) == "." .. entry then
+      return true
+    end
+  end
+  return false
+end
+
+-- The proxy URL the environment gives for u (a parsed ws:// or wss://
+-- URL), as curl reads it: https_proxy for wss://, http_proxy for ws://,
+-- then all_proxy; lower case first, and HTTP_PROXY not at all (a CGI
+-- request can set it). NO_PROXY excludes hosts, and loopback never goes
+-- through a proxy. getenv is os.getenv's stand-in. Returns nil for none.
+function M.proxy_from_env(u, getenv)
+  if loopback(u.host) then
+    return nil
+  end
+  local function var(name)
+    local v = getenv(name) or (name ~= "http_proxy" and getenv(name:upper())) or nil
+    return v ~= "" and v or nil
+  end
+  if excluded(var("no_proxy"), u.host) then
+    return nil
+  end
+  return var(u.secure and "https_proxy" or "http_proxy") or var("all_proxy")
+end
+
 -- Splits a request target into path and query (without the '?').
 function M.split_target(target)
   local path, query = target:match("^([^?]*)%??(.*)$")
