@@ -74,6 +74,16 @@ function H.tmpname(dir)
   return name
 end
 
+-- A shell command running the Lua code text in this interpreter, from a
+-- file (the sanitizers' host takes no -e); the file goes at cleanup.
+function H.lua_script(text)
+  local name = H.tmpname()
+  local f = assert(io.open(name, "w"))
+  f:write(text)
+  f:close()
+  return H.lua_interpreter() .. " " .. sh_quote(name)
+end
+
 -- Removes temporary files or directories; nil arguments are skipped.
 function H.remove(...)
   for i = 1, select("#", ...) do

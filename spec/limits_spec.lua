@@ -305,8 +305,7 @@ describe("limits", function()
       .. "local s, err, code = wsuv.listen({ port = 0, max_connections = n, "
       .. "on_connect = function() end }); print(n, s and 'ok' or err, code); "
       .. "if s then s:close() end end"
-    local job = H.start_job(("ulimit -n 160 && %s %s -e %s"):format(H.lua_env(),
-      H.lua_interpreter(), H.sh_quote(script)))
+    local job = H.start_job(("ulimit -n 160 && %s %s"):format(H.lua_env(), H.lua_script(script)))
     local rc, out = H.wait_job(wsuv, job, 10)
     assert.are.equal(0, rc, out)
     assert.truthy(out:find("200\tlisten: max_connections 200 needs more descriptors than "

@@ -225,8 +225,8 @@ describe("the proxy from the environment (proxy = true)", function()
     local script = ("local wsuv = require 'wsuv'; local c = assert(wsuv.connect("
       .. "'ws://127.0.0.1:%d/', { proxy = true })); c:send('direct'); "
       .. "local m, k = c:receive(5); print(m, k); c:close()"):format(s.port)
-    local job = H.start_job(("env http_proxy=%s all_proxy=%s %s %s -e %s"):format(dead, dead,
-      H.lua_env(), H.lua_interpreter(), H.sh_quote(script)))
+    local job = H.start_job(("env http_proxy=%s all_proxy=%s %s %s"):format(dead, dead,
+      H.lua_env(), H.lua_script(script)))
     local rc, out = H.wait_job(wsuv, job, 10)
     s:close()
     assert.are.equal(0, rc, out)
