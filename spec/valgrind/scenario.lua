@@ -1,8 +1,9 @@
 -- spec/valgrind/scenario.lua: one process that walks the transport's paths
 -- (plain and TLS echo, large messages, refused certificates, mutual TLS,
 -- abuse of a TLS port, aborts mid-handshake, protocol errors, broadcasts
--- and rooms, server close), for `make valgrind-lua`: valgrind must report no error and no
--- definite leak. Usage: lua5.4 scenario.lua CERTDIR/
+-- and rooms, a full server's 503, server close), for `make valgrind-lua`:
+-- valgrind must report no error and no definite leak.
+-- Usage: lua5.4 scenario.lua CERTDIR/
 local wsuv = require "wsuv"
 local C = assert(arg[1], "usage: scenario.lua CERTDIR/")
 
@@ -186,6 +187,28 @@ local function scenario()
   collectgarbage()
   ec:close()
   es:close()
+
+  -- A full server answers 503 with Retry-After, and has room again once
+  -- a client leaves.
+  do
+    local full = assert(wsuv.listen { port = 0, max_connections = 1, on_connect = echo })
+    local url = "ws://127.0.0.1:" .. full.port
+    local first = assert(wsuv.connect(url))
+    local refused, _, why, response = wsuv.connect(url)
+    local retry_after
+    for i = 1, response and #response.headers or 0, 2 do
+      if response.headers[i] == "Retry-After" then
+        retry_after = response.headers[i + 1]
+      end
+    end
+    step("full server refuses", not refused and why == "EHANDSHAKE" and response.status == 503
+      and retry_after == "5", tostring(why) .. " " .. tostring(retry_after))
+    first:close()
+    local again = assert(wsuv.connect(url))
+    step("room again", again:send("r") and again:receive(5) == "r")
+    again:close()
+    full:close()
+  end
 
   -- Connections left open when the servers close.
   local open = {}
