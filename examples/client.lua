@@ -7,7 +7,9 @@ local wsuv = require "wsuv"
 local url = arg and arg[1] or "ws://127.0.0.1:8080/"
 local text = arg and arg[2] or "hello from wsuv"
 
-local conn, err, code = wsuv.connect(url, { timeout = 5 })
+-- proxy = true: through https_proxy / http_proxy when the environment names
+-- one, as curl does (never for 127.0.0.1 or localhost).
+local conn, err, code = wsuv.connect(url, { timeout = 5, proxy = true })
 if not conn then
   io.stderr:write(("client: %s (%s)\n"):format(err, code))
   os.exit(1)
