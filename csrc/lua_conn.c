@@ -1229,7 +1229,7 @@ static int push_tls_error(lua_State *L, const char *op, int err,
 
 /* core.connect(host, port, opts) -> conn | nil, msg, code
  * opts: host_header, target, origin, protocols, extensions, headers,
- * proxy_host, proxy_port, proxy_authority, proxy_authorization, and
+ * proxy_host, proxy_port, proxy_authority, proxy_credentials, and
  * the limits of read_limits. */
 int wsuv__lua_connect(lua_State *L) {
   wsuv_lloop_t *ll = wsuv__lua_loop(L);
@@ -1268,7 +1268,7 @@ int wsuv__lua_connect(lua_State *L) {
       .host = opt_str(L, 3, "proxy_host"),
       .port = (int)opt_u64(L, 3, "proxy_port", 0),
       .authority = opt_str(L, 3, "proxy_authority"),
-      .authorization = opt_str(L, 3, "proxy_authorization"),
+      .credentials = opt_str(L, 3, "proxy_credentials"),
   };
   if (proxy.host && (proxy.port <= 0 || proxy.port > 65535 || !proxy.authority))
     return luaL_error(L, "connect: proxy_port and proxy_authority are needed");

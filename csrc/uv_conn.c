@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include <openssl/evp.h>
 #include <openssl/rand.h>
 
 #include "uv_internal.h"
@@ -1238,6 +1239,16 @@ static char *header_dup(const wsuv_http_head_t *h, const char *name) {
   return s;
 }
 
+/* A refusal: "<op>: <who> with status N"; the parsed head stays for
+ * conn:response(). */
+static void fail_status(wsuv_tconn_t *c, int err, const char *op,
+                        const char *who) {
+  char msg[64];
+  snprintf(msg, sizeof(msg), "%s with status %d", who, c->hs->http.status);
+  set_errorf(c, err, op, msg);
+  close_handle(c);
+}
+
 static void client_head(wsuv_tconn_t *c) {
   ssize_t n = parse_head(c);
   if (n == 0) return;
@@ -1250,11 +1261,7 @@ static void client_head(wsuv_tconn_t *c) {
     /* Keep reading the body (bounded) so the caller can see it. */
     size_t want = content_length(&c->hs->http);
     if (c->hs->head_len - c->hs->head_parsed < want && !c->eof) return;
-    char msg[64];
-    snprintf(msg, sizeof(msg), "server answered with status %d",
-             c->hs->http.status);
-    set_errorf(c, WSUV_EHANDSHAKE, "handshake", msg);
-    close_handle(c);
+    fail_status(c, WSUV_EHANDSHAKE, "handshake", "server answered");
     return;
   }
   const char *why = NULL;
@@ -1359,25 +1366,19 @@ static void proxy_head(wsuv_tconn_t *c) {
     fail(c, (int)n, "proxy");
     return;
   }
+  c->hs->head_parsed = (size_t)n;
   int status = c->hs->http.status;
   if (status < 200 || status > 299) {
-    c->hs->head_parsed = (size_t)n;
-    char msg[64];
-    snprintf(msg, sizeof(msg), "answered with status %d", status);
-    set_errorf(c, WSUV_EPROXY, "proxy", msg);
+    fail_status(c, WSUV_EPROXY, "proxy", "answered");
+    return;
+  }
+  /* Nothing may follow: the server speaks second in both protocols the
+   * tunnel carries, and only once our request has gone. */
+  if (c->hs->head_len > (size_t)n) {
+    set_errorf(c, WSUV_EPROXY, "proxy", "sent bytes past its answer");
     close_handle(c);
     return;
   }
-  /* The server speaks second in both protocols that follow, so a proxy
-   * sends nothing more before our request; any bytes that did come are
-   * the tunnel's, fed once it is set up. */
-  size_t extra = c->hs->head_len - (size_t)n;
-  uint8_t *rest = extra ? malloc(extra) : NULL;
-  if (extra && !rest) {
-    fail(c, WSUV_ENOMEM, "proxy");
-    return;
-  }
-  if (extra) memcpy(rest, c->hs->head + n, extra);
   free(c->hs->hdrs);
   c->hs->hdrs = NULL;
   memset(&c->hs->http, 0, sizeof(c->hs->http));
@@ -1386,13 +1387,6 @@ static void proxy_head(wsuv_tconn_t *c) {
   c->hs->tls_later = NULL;
   c->phase = WSUV_PHASE_HANDSHAKE;
   send_head(c, &c->hs->request, c->hs->request_len, "connect");
-  if (extra && c->tcp_open) {
-    if (c->tls)
-      tls_input(c, rest, extra);
-    else
-      handle_input(c, rest, extra);
-  }
-  free(rest);
 }
 
 static void connect_cb(uv_connect_t *req, int status) {
@@ -1468,19 +1462,24 @@ static char *dupstr(const char *s) {
   return d;
 }
 
-/* "CONNECT authority HTTP/1.1" with Host and, when given,
- * Proxy-Authorization; NULL for a value that would break the head. */
+/* "CONNECT authority HTTP/1.1" with Host and, given credentials
+ * ("user:password"), Proxy-Authorization: Basic; NULL for an authority
+ * that would break the head. */
 static char *proxy_request(const wsuv_proxy_t *p, size_t *len) {
-  const char *auth = p->authorization;
-  if (strpbrk(p->authority, "\r\n ") || (auth && strpbrk(auth, "\r\n")))
-    return NULL;
-  size_t cap = 2 * strlen(p->authority) + (auth ? strlen(auth) : 0) + 96;
+  if (strpbrk(p->authority, "\r\n ")) return NULL;
+  size_t nc = p->credentials ? strlen(p->credentials) : 0;
+  size_t cap = 2 * strlen(p->authority) + 4 * ((nc + 2) / 3) + 128;
   char *r = malloc(cap);
   if (!r) return NULL;
-  int n =
-      snprintf(r, cap, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n%s%s%s\r\n",
-               p->authority, p->authority, auth ? "Proxy-Authorization: " : "",
-               auth ? auth : "", auth ? "\r\n" : "");
+  int n = snprintf(r, cap, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n", p->authority,
+                   p->authority);
+  if (p->credentials) {
+    n += snprintf(r + n, cap - (size_t)n, "Proxy-Authorization: Basic ");
+    n += EVP_EncodeBlock((unsigned char *)r + n,
+                         (const unsigned char *)p->credentials, (int)nc);
+    n += snprintf(r + n, cap - (size_t)n, "\r\n");
+  }
+  n += snprintf(r + n, cap - (size_t)n, "\r\n");
   *len = (size_t)n;
   return r;
 }

@@ -259,13 +259,13 @@ void wsuv__limits_default(wsuv_limits_t *lim);
 /* pmd, when enabled, offers permessage-deflate (req->extensions is then
  * replaced by the offer). */
 /* An HTTP proxy to tunnel through (CONNECT, RFC 9110 9.3.6): its address,
- * the authority to ask for ("host:port") and a Proxy-Authorization value
- * or NULL. */
+ * the authority to ask for ("host:port") and Basic credentials
+ * ("user:password") or NULL. */
 typedef struct {
   const char *host;
   int port;
   const char *authority;
-  const char *authorization;
+  const char *credentials;
 } wsuv_proxy_t;
 
 /* How many connections the descriptor limit leaves room for, 64 kept for

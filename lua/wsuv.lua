@@ -115,10 +115,8 @@ function M.connect(address, opts)
     if not p then
       return nil, "connect: " .. perr, "EINVAL"
     end
-    copts.proxy_host, copts.proxy_port, copts.proxy_authorization = p.host, p.port, p.authorization
-    -- CONNECT names the server as the URL does, brackets around IPv6.
-    copts.proxy_authority = (u.host:find(":", 1, true) and ("[" .. u.host .. "]") or u.host)
-      .. ":" .. u.port
+    copts.proxy_host, copts.proxy_port, copts.proxy_credentials = p.host, p.port, p.credentials
+    copts.proxy_authority = url.bracketed(u.host) .. ":" .. u.port
   end
   for _, k in ipairs(limit_keys) do
     copts[k] = opts[k]

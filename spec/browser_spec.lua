@@ -89,8 +89,6 @@ ws.onclose = (ev) => {
 </script></body></html>
 ]]
 
-local readable = H.exists
-
 -- Starts cmd in a new session (so that its process group and session are
 -- its own), output to log. Returns the session id (the started pid).
 local function start_session(cmd, log)
@@ -341,9 +339,9 @@ local function against(variant)
 end
 
 describe("a real browser (headless chromium) against our server", function()
-  if not readable(CHROMIUM) then
-    io.stderr:write("browser_spec: pending: ", CHROMIUM, " is not installed (.ci/deps)\n")
-    pending("chromium is not installed: .ci/deps could not install it")
+  local absent = H.missing("browser_spec", CHROMIUM, "chromium")
+  if absent then
+    pending(absent)
     return
   end
   for _, variant in ipairs({

@@ -64,8 +64,7 @@ describe("the wsuv command-line client", function()
   end
 
   after_each(function()
-    H.close_everything({}, servers)
-    assert.are.same({ 0, 0 }, { H.live(wsuv) })
+    H.close_and_check(wsuv, {}, servers)
   end)
 
   it("--follow prints what the server pushes until it closes", function()

@@ -21,7 +21,7 @@ local function connect(url, opts)
 end
 
 local function wait_for(cond, timeout)
-  assert.is_true(H.wait_until(wsuv, cond, timeout or 10), "condition not reached in time")
+  H.wait_for(wsuv, cond, timeout)
 end
 
 local function echo_message(c, m, k)
@@ -30,8 +30,7 @@ end
 
 describe("wsuv server with on_message", function()
   after_each(function()
-    H.close_everything(clients, servers)
-    assert.are.same({ 0, 0 }, { H.live(wsuv) })
+    H.close_and_check(wsuv, clients, servers)
     -- Workers and deciders end with their server.
     assert.are.equal(0, sched.count())
   end)

@@ -110,11 +110,9 @@ describe("examples", function()
     end)
 
     it("gives up on a server that accepts and never answers, after 5 s", function()
-      -- The kernel completes the TCP handshake for the listening socket's
-      -- backlog; nothing ever reads the request or answers it.
-      local silent = H.start_server("/usr/bin/python3 -c " .. H.sh_quote(
-        "import socket, time; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(4); "
-        .. "print('PORT', s.getsockname()[1], flush=True); time.sleep(60)"))
+      -- It reads the request and never answers.
+      local silent = H.start_server(H.PYTHON .. " " .. H.PEERS
+        .. "raw_server.py --port 0 --hold 10 --mode silent")
       local t0 = wsuv.now()
       local rc, out = run(("timeout 20 %s %d"):format(H.sh_quote(exe), silent.port))
       local took = wsuv.now() - t0
@@ -127,9 +125,9 @@ describe("examples", function()
   end)
 
   describe("love/main.lua in LÖVE", function()
-    if not H.exists(LOVE) then
-      io.stderr:write("examples_spec: pending: ", LOVE, " is not installed (.ci/deps)\n")
-      pending("love is not installed: .ci/deps could not install it")
+    local absent = H.missing("examples_spec", LOVE, "love")
+    if absent then
+      pending(absent)
       return
     end
     if not H.exists("./.rocks/lib/lua/5.1/wsuv/core.so") then

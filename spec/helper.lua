@@ -2,6 +2,7 @@
 -- Peers run as separate processes on 127.0.0.1 and are stopped by PID.
 -- WSUV_GC_STRESS=1 runs every spec with an aggressive collector.
 local H = {}
+local luassert = require "luassert"
 
 H.PYTHON = "/usr/bin/python3"
 H.NODE = "env NODE_PATH=/usr/share/nodejs node"
@@ -248,6 +249,12 @@ function H.wait_until(wsuv, cond, timeout)
   return true
 end
 
+-- As H.wait_until, failing the test when cond is not reached (10 s by
+-- default).
+function H.wait_for(wsuv, cond, timeout)
+  luassert.is_true(H.wait_until(wsuv, cond, timeout or 10), "condition not reached in time")
+end
+
 -- Lets the loop settle, then reports live connections and servers; every
 -- spec's after_each asserts both are 0 (no leaked handles).
 function H.live(wsuv)
@@ -317,6 +324,34 @@ function H.close_everything(conns, servers)
   for i = #servers, 1, -1 do
     table.remove(servers, i):close()
   end
+end
+
+-- The usual after_each: closes everything, then asserts that no
+-- connection or server outlived the test.
+function H.close_and_check(wsuv, conns, servers)
+  H.close_everything(conns, servers)
+  luassert.are.same({ 0, 0 }, { H.live(wsuv) })
+end
+
+-- The value of header name (any case) in a response's flat list
+-- {name, value, ...}, or nil.
+function H.header(response, name)
+  local list = response.headers
+  for i = 1, #list - 1, 2 do
+    if list[i]:lower() == name then
+      return list[i + 1]
+    end
+  end
+end
+
+-- When path is missing: says so on stderr (CI's log keeps it) and returns
+-- the text for the spec's pending(); nil when it is there.
+function H.missing(spec, path, package)
+  if H.exists(path) then
+    return nil
+  end
+  io.stderr:write(spec, ": pending: ", path, " is not installed (.ci/deps)\n")
+  return package .. " is not installed: .ci/deps could not install it"
 end
 
 -- Test certificates (spec/peers/gen_certs.sh), made once per process in a

@@ -232,15 +232,6 @@ describe("limits", function()
     end
   end)
 
-  -- The value of a header in a response's flat list (name, value, ...).
-  local function header(response, name)
-    for i = 1, #response.headers - 1, 2 do
-      if response.headers[i]:lower() == name then
-        return response.headers[i + 1]
-      end
-    end
-  end
-
   it("a connection beyond max_connections gets 503 with Retry-After, until one leaves", function()
     local s, url = listen({ max_connections = 2 })
     local a, b = assert(connect(url)), assert(connect(url))
@@ -248,7 +239,7 @@ describe("limits", function()
     assert.is_nil(c)
     assert.are.equal("EHANDSHAKE", code, err)
     assert.are.equal(503, response.status)
-    assert.are.equal("5", header(response, "retry-after"))
+    assert.are.equal("5", H.header(response, "retry-after"))
     assert.truthy(response.body:find("too many connections", 1, true), response.body)
     -- The two admitted still echo; once one has gone, there is room again.
     assert(b:send("still here"))
@@ -293,7 +284,7 @@ describe("limits", function()
     end
     local c, _, code, response = connect(url)
     assert.are.same({ nil, "EHANDSHAKE", 503 }, { c, code, response and response.status })
-    assert.are.equal("5", header(response, "retry-after"))
+    assert.are.equal("5", H.header(response, "retry-after"))
     assert(conns[96]:send("last"))
     assert.are.equal("last", (conns[96]:receive(3)))
   end)

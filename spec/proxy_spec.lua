@@ -2,18 +2,21 @@
 -- real HTTP proxy, Debian's tinyproxy, run as a child on 127.0.0.1 with
 -- Basic credentials: ws:// and wss:// (TLS with the server, inside the
 -- tunnel), the proxy's refusals (407 without credentials, its answer when
--- the server is not there), a proxy that is not there or never answers,
+-- the server is not there), a proxy that is not there, never answers,
+-- answers past max_head or sends bytes before the server could,
 -- the command line's --proxy; and which proxy the environment names.
 local H = require "spec.helper"
 local wsuv = require "wsuv"
 local cli = require "wsuv.cli"
 
 local TINYPROXY = "/usr/bin/tinyproxy"
+-- A stand-in proxy that misbehaves (reads CONNECT as it reads a handshake).
+local RAW = H.PYTHON .. " " .. H.PEERS .. "raw_server.py --port 0 --hold 10 --mode "
 
 describe("connect through an HTTP proxy", function()
-  if not H.exists(TINYPROXY) then
-    io.stderr:write("proxy_spec: pending: ", TINYPROXY, " is not installed (.ci/deps)\n")
-    pending("tinyproxy is not installed: .ci/deps could not install it")
+  local absent = H.missing("proxy_spec", TINYPROXY, "tinyproxy")
+  if absent then
+    pending(absent)
     return
   end
 
@@ -32,7 +35,7 @@ describe("connect through an HTTP proxy", function()
       "Allow 127.0.0.1",
       "MaxClients 20",
       "LogLevel Connect",
-      "BasicAuth alice s3cret",
+      "BasicAuth alice s3cr-t",
     }, "\n"), "\n")
     f:close()
     proxy = H.start_job(("exec %s -d -c %s"):format(TINYPROXY, H.sh_quote(conf)))
@@ -51,12 +54,13 @@ describe("connect through an HTTP proxy", function()
   end)
 
   after_each(function()
-    H.close_everything(conns, servers)
-    assert.are.same({ 0, 0 }, { H.live(wsuv) })
+    H.close_and_check(wsuv, conns, servers)
   end)
 
+  -- The proxy's URL; by default with the password percent-encoded, as a
+  -- URL may carry it ("-" as %2D).
   local function via(user)
-    return ("http://%s127.0.0.1:%d"):format(user or "alice:s3cret@", proxy_port)
+    return ("http://%s127.0.0.1:%d"):format(user or "alice:s3cr%2Dt@", proxy_port)
   end
 
   -- An echo server that also reports the Host its clients asked for.
@@ -115,12 +119,7 @@ describe("connect through an HTTP proxy", function()
       assert.is_nil(c)
       assert.are.same({ "proxy: answered with status " .. status, "EPROXY" }, { err, code })
       assert.are.equal(status, response.status)
-      local challenge
-      for i = 1, #response.headers - 1, 2 do
-        if response.headers[i]:lower() == "proxy-authenticate" then
-          challenge = response.headers[i + 1]
-        end
-      end
+      local challenge = H.header(response, "proxy-authenticate")
       if status == 407 then
         assert.truthy(challenge and challenge:find("^Basic"), tostring(challenge))
       end
@@ -141,16 +140,24 @@ describe("connect through an HTTP proxy", function()
     local closed = ("http://127.0.0.1:%d"):format(H.closed_port(wsuv))
     local c, err, code = connect(url, { proxy = closed })
     assert.are.same({ nil, "connect: connection refused", "ECONNREFUSED" }, { c, err, code })
-    -- A listening socket that nothing reads: the proxy's answer times out.
-    local silent = H.start_server("/usr/bin/python3 -c " .. H.sh_quote(
-      "import socket, time; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(4); "
-      .. "print('PORT', s.getsockname()[1], flush=True); time.sleep(60)"))
+    -- A proxy that reads CONNECT and never answers: it times out.
+    local silent = H.start_server(RAW .. "silent")
     local t0 = wsuv.now()
     c, err, code = connect(url, { proxy = "http://127.0.0.1:" .. silent.port, timeout = 0.5 })
     local took = wsuv.now() - t0
     H.stop(silent)
     assert.are.same({ nil, "proxy: timed out", "ETIMEDOUT" }, { c, err, code })
     assert.is_true(took >= 0.45 and took < 3, "took " .. took)
+    -- One whose answer goes on past max_head, and one that sends bytes down
+    -- the tunnel before the server could have.
+    for mode, want in pairs({ ["big-head"] = { "EHEADTOOBIG", "proxy: " },
+      ["tunnel-junk"] = { "EPROXY", "proxy: sent bytes past its answer" } }) do
+      local bad = H.start_server(RAW .. mode)
+      c, err, code = connect(url, { proxy = "http://127.0.0.1:" .. bad.port, max_head = 4096 })
+      H.stop(bad)
+      assert.are.same({ nil, want[1] }, { c, code }, mode .. ": " .. tostring(err))
+      assert.are.equal(want[2], err:sub(1, #want[2]))
+    end
     c, err, code = connect(url, { proxy = "socks5://127.0.0.1:1080" })
     assert.are.same({ nil, "EINVAL" }, { c, code })
     assert.truthy(err:find("expected http://", 1, true), err)

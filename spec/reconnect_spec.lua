@@ -65,7 +65,7 @@ local function stop(s)
 end
 
 local function wait_for(cond, timeout)
-  assert.is_true(H.wait_until(wsuv, cond, timeout or 10), "condition not reached in time")
+  H.wait_for(wsuv, cond, timeout)
 end
 
 describe("wsuv.connect with reconnect", function()

@@ -15,8 +15,8 @@ local function connect(url, opts)
   return c
 end
 
-local function wait_for(cond)
-  assert.is_true(H.wait_until(wsuv, cond, 10), "condition not reached in time")
+local function wait_for(cond, timeout)
+  H.wait_for(wsuv, cond, timeout)
 end
 
 -- A server whose every connection joins room; a text message from one
@@ -53,8 +53,7 @@ end
 
 describe("wsuv.room", function()
   after_each(function()
-    H.close_everything(clients, servers)
-    assert.are.same({ 0, 0 }, { H.live(wsuv) })
+    H.close_and_check(wsuv, clients, servers)
   end)
 
   it("sends a member's message to every other member, not back to the sender", function()

@@ -24,7 +24,7 @@ local function connect(url, opts)
 end
 
 local function wait_for(cond, timeout)
-  assert.is_true(H.wait_until(wsuv, cond, timeout or 10), "condition not reached in time")
+  H.wait_for(wsuv, cond, timeout)
 end
 
 -- Opens count connections to url at once (each in its own coroutine) and
@@ -110,8 +110,7 @@ end
 
 describe("wsuv server", function()
   after_each(function()
-    H.close_everything(clients, servers)
-    assert.are.same({ 0, 0 }, { H.live(wsuv) })
+    H.close_and_check(wsuv, clients, servers)
   end)
 
   describe("opening handshake policy", function()

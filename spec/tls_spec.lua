@@ -65,8 +65,7 @@ describe("wss://", function()
     for i = #sockets, 1, -1 do
       table.remove(sockets, i):close()
     end
-    H.close_everything(conns, servers)
-    assert.are.same({ 0, 0 }, { H.live(wsuv) })
+    H.close_and_check(wsuv, conns, servers)
   end)
 
   it("echoes text, binary and a 16 MiB message; reports TLS 1.2+ and http/1.1", function()

@@ -9,6 +9,7 @@
 -- around: a server that prints what its clients send (and --echo sends it
 -- back), to try a client against.
 local wsuv = require "wsuv"
+local url = require "wsuv.url"
 
 local M = {}
 
@@ -170,9 +171,7 @@ local function serve(o, stdout, stderr)
     stderr:write("wsuv: ", err, " (", tostring(code), ")\n")
     return 1
   end
-  local shown_host = o.listen.host:find(":", 1, true) and ("[" .. o.listen.host .. "]")
-    or o.listen.host
-  say("listening on %s://%s:%d/", tls and "wss" or "ws", shown_host, server.port)
+  say("listening on %s://%s:%d/", tls and "wss" or "ws", url.bracketed(o.listen.host), server.port)
   wsuv.run()
   return 0
 end

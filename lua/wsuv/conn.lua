@@ -391,6 +391,10 @@ local function lower_headers(list)
   return map
 end
 
+-- name (lower case) -> value of a flat header list {name, value, ...}; a
+-- repeated header's values joined with ", " (a response's headers too).
+M.header_map = lower_headers
+
 -- The comma-separated tokens of a header value, trimmed.
 function M.tokens(value)
   local out = {}

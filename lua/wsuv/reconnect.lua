@@ -21,7 +21,8 @@
 --   poll() each frame, a coroutine waiting in receive(), a send, state().
 local core = require "wsuv.core"
 local sched = require "wsuv.scheduler"
-local deadline_of = require("wsuv.conn").deadline_of
+local conn_mod = require "wsuv.conn"
+local deadline_of = conn_mod.deadline_of
 
 local Conn = core.conn_methods
 local now = core.now
@@ -62,25 +63,20 @@ end
 -- The seconds a refusal's Retry-After asks to wait (RFC 9110 10.2.3:
 -- delta-seconds or an IMF-fixdate), or nil.
 local function retry_after(response)
-  local headers = response and response.headers
-  if type(headers) ~= "table" then
+  local v = response and conn_mod.header_map(response.headers)["retry-after"]
+  if not v then
     return nil
   end
-  for i = 1, #headers - 1, 2 do
-    if headers[i]:lower() == "retry-after" then
-      local v = headers[i + 1]:match("^%s*(.-)%s*$")
-      if v:match("^%d+$") then
-        return tonumber(v)
-      end
-      local d, mon, y, hh, mm, ss =
-        v:match("^%a%a%a, (%d%d) (%a%a%a) (%d%d%d%d) (%d%d):(%d%d):(%d%d) GMT$")
-      if d and MONTHS[mon] then
-        local at = utc_seconds(tonumber(y), MONTHS[mon], tonumber(d), tonumber(hh), tonumber(mm),
-          tonumber(ss))
-        return math.max(at - os.time(), 0)
-      end
-      return nil
-    end
+  v = v:match("^%s*(.-)%s*$")
+  if v:match("^%d+$") then
+    return tonumber(v)
+  end
+  local d, mon, y, hh, mm, ss =
+    v:match("^%a%a%a, (%d%d) (%a%a%a) (%d%d%d%d) (%d%d):(%d%d):(%d%d) GMT$")
+  if d and MONTHS[mon] then
+    local at = utc_seconds(tonumber(y), MONTHS[mon], tonumber(d), tonumber(hh), tonumber(mm),
+      tonumber(ss))
+    return math.max(at - os.time(), 0)
   end
   return nil
 end

@@ -15,6 +15,11 @@ local function split_authority(authority)
   return authority:match("^([^:]+):?(%d*)$")
 end
 
+-- host as a URL or a Host header writes it: an IPv6 address in brackets.
+function M.bracketed(host)
+  return host:find(":", 1, true) and ("[" .. host .. "]") or host
+end
+
 -- Returns {scheme, host, port, target, host_header, secure} or nil, message.
 function M.parse(url)
   if type(url) ~= "string" then
@@ -48,10 +53,9 @@ function M.parse(url)
   elseif target:sub(1, 1) == "?" then
     target = "/" .. target
   end
-  local bracketed = host:find(":", 1, true) and ("[" .. host .. "]") or host
-  local host_header = bracketed
+  local host_header = M.bracketed(host)
   if port ~= default_port[scheme] then
-    host_header = bracketed .. ":" .. port
+    host_header = host_header .. ":" .. port
   end
   return {
     scheme = scheme,
@@ -63,29 +67,6 @@ function M.parse(url)
   }
 end
 
-local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-
-local function base64(s)
-  local out = {}
-  for i = 1, #s, 3 do
-    local a, b, c = s:byte(i, i + 2)
-    local n = a * 65536 + (b or 0) * 256 + (c or 0)
-    local q = {}
-    for k = 1, 4 do
-      local v = math.floor(n / 2 ^ (6 * (4 - k))) % 64
-      q[k] = B64:sub(v + 1, v + 1)
-    end
-    if not b then
-      q[3] = "="
-    end
-    if not c then
-      q[4] = "="
-    end
-    out[#out + 1] = table.concat(q)
-  end
-  return table.concat(out)
-end
-
 local function unescape(s)
   return (s:gsub("%%(%x%x)", function(h)
     return string.char(tonumber(h, 16))
@@ -93,8 +74,9 @@ local function unescape(s)
 end
 
 -- An HTTP proxy's URL, "http://[user:password@]host[:port]" (port 80 by
--- default): {host, port, authorization} or nil, message. The user and
--- password may be percent-encoded; they go as Basic credentials.
+-- default): {host, port, credentials} or nil, message. The user and
+-- password may be percent-encoded; credentials is "user:password" decoded,
+-- for Basic authentication.
 function M.parse_proxy(proxy)
   if type(proxy) ~= "string" then
     return nil, "proxy must be a URL string"
@@ -114,12 +96,12 @@ function M.parse_proxy(proxy)
   if not host or port < 1 or port > 65535 then
     return nil, "proxy: invalid host or port: " .. proxy
   end
-  local authorization
+  local credentials
   if userinfo then
     local user, password = userinfo:match("^([^:]*):?(.*)$")
-    authorization = "Basic " .. base64(unescape(user) .. ":" .. unescape(password))
+    credentials = unescape(user) .. ":" .. unescape(password)
   end
-  return { host = host, port = port, authorization = authorization }
+  return { host = host, port = port, credentials = credentials }
 end
 
 local function loopback(host)

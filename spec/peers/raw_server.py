@@ -27,6 +27,10 @@ Modes (the handshake is read first in every mode):
   reset        valid handshake; 0.3 s later text frames "one" and "two",
                then, as soon as the client's kernel has acknowledged them,
                a TCP reset (SO_LINGER 0)
+As an HTTP proxy answering CONNECT (the request is read as a handshake is):
+  tunnel-junk  "200 Connection established", then bytes before the client
+               has sent any
+  big-head     "200" and a header line that never ends (20 KiB)
 With --cert and --key it speaks TLS (wss://).
 After the misbehaviour the server reads (and discards) until the client
 closes; a client close frame gets a close reply (except in `drop` and
@@ -50,7 +54,8 @@ from conformance import arm_reset  # noqa: E402
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MODES = ["garbage", "bad-accept", "no-101", "silent", "half", "masked", "reserved-op",
-         "bad-utf8", "close-1002", "drop", "huge", "protocol", "extension", "mute", "reset"]
+         "bad-utf8", "close-1002", "drop", "huge", "protocol", "extension", "mute", "reset",
+         "tunnel-junk", "big-head"]
 ARGS = None
 
 
@@ -111,6 +116,10 @@ class Handler(socketserver.BaseRequestHandler):
                           b"Content-Length: 7\r\nConnection: close\r\n\r\ngo away")
             elif mode == "silent":
                 pass
+            elif mode == "tunnel-junk":
+                s.sendall(b"HTTP/1.1 200 Connection established\r\n\r\njunk")
+            elif mode == "big-head":
+                s.sendall(b"HTTP/1.1 200 OK\r\nX-Padding: " + b"a" * 20480)
             elif mode == "half":
                 r = response(key)
                 s.sendall(r[:len(r) // 2])
